@@ -1,0 +1,221 @@
+"""AdaMAE (paper Fig. 2): tokenizer -> adaptive token sampler -> encoder -> decoder -> losses.
+
+    tokens   = Tokenizer(video)                          (B, N, D)        tokenizer.py
+    log P    = Sampler(tokens.detach())                  (B, N)           Eq. 2-3, sampler.py
+    I_v      ~ Categorical(P), N_v draws w/o replacement (B, N_v)         sampler.py
+    F_v      = Encoder((tokens + pos)[I_v])              (B, N_v, D)      vit.py
+    V_hat    = Decoder([F_v + pos'[I_v]; f_m + pos'[I_m]])[masked]        (B, N - N_v, t*p*p*C)
+    L_R      = mean over masked tokens of the MSE to patch-normalised pixels       Eq. 4
+    L_S      = -mean over masked tokens of log P_i * L_R^i (L_R^i detached)        Eq. 5
+    loss     = L_R + sampling_weight * L_S
+
+Parameters of `model.sampler` are theta of Eq. 5; all others are phi. The sampler reads detached
+tokens and the reward L_R^i is detached, so L_S reaches only theta and L_R never reaches theta.
+Mask convention: `mask[b, i] == True` means token i is masked (see sampler.py).
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn as nn
+
+from sampler import BASELINE_MASKS, MASK_TYPES, AdaptiveTokenSampler, indices_to_mask, \
+    sample_without_replacement, visible_count
+from tokenizer import IMAGENET_MEAN, IMAGENET_STD, Tokenizer, patchify, sinusoid_table
+from vit import Transformer, init_weights
+
+
+@dataclass
+class AdaMAEConfig:
+    # input: 16 frames of 224x224 RGB, tubelets of 2x16x16 -> 8*14*14 = 1568 tokens
+    img_size: int = 224
+    num_frames: int = 16
+    patch_size: int = 16
+    tubelet_size: int = 2
+    in_chans: int = 3
+    # ViT-B encoder, 4-block decoder (Table 1c), one MHA block in the sampler (Table 1f)
+    encoder_dim: int = 768
+    encoder_depth: int = 12
+    encoder_heads: int = 12
+    decoder_dim: int = 384
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    sampler_depth: int = 1
+    sampler_heads: int = 8
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    # masking: rho = 0.95 adaptive is the paper's best (Table 1b); lambda = 1e-4 as the reference code
+    mask_ratio: float = 0.95
+    mask_type: str = "adaptive"
+    sampling_weight: float = 1e-4
+
+    PRESETS: ClassVar[dict] = {
+        "base": {},
+        "large": dict(encoder_dim=1024, encoder_depth=24, encoder_heads=16, decoder_dim=512, decoder_heads=8),
+        # trains in minutes on a laptop CPU: 16x64x64 clips, 8x8 patches -> 512 tokens, 25 visible
+        "tiny": dict(img_size=64, patch_size=8, encoder_dim=192, encoder_depth=4, encoder_heads=3,
+                     decoder_dim=96, decoder_depth=2, decoder_heads=3, sampler_heads=4),
+    }
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rebuild from `asdict(cfg)` (e.g. a checkpoint); unknown keys are an error, not ignored."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown AdaMAEConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def __post_init__(self):
+        def check(ok, field, why):
+            if not ok:
+                raise ValueError(f"AdaMAEConfig.{field}={getattr(self, field)!r}: {why}")
+        check(0 < self.mask_ratio < 1, "mask_ratio", "must lie strictly between 0 and 1")
+        check(self.mask_type in MASK_TYPES, "mask_type", f"must be one of {MASK_TYPES}")
+        check(self.img_size % self.patch_size == 0, "img_size", f"not divisible by patch_size {self.patch_size}")
+        check(self.num_frames % self.tubelet_size == 0, "num_frames",
+              f"not divisible by tubelet_size {self.tubelet_size}")
+        for width, heads in [("encoder_dim", "encoder_heads"), ("decoder_dim", "decoder_heads"),
+                             ("encoder_dim", "sampler_heads")]:
+            check(getattr(self, width) % getattr(self, heads) == 0, width, f"not divisible by {heads}")
+        check(self.num_visible < self.num_tokens, "mask_ratio",
+              f"leaves {self.num_visible} of {self.num_tokens} tokens visible for {self.mask_type!r}; nothing to predict")
+
+    @property
+    def grid(self):
+        """Token grid (T/t, H/p, W/p)."""
+        side = self.img_size // self.patch_size
+        return (self.num_frames // self.tubelet_size, side, side)
+
+    @property
+    def num_tokens(self):
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    @property
+    def num_visible(self):
+        return visible_count(self.mask_type, self.grid, self.mask_ratio)
+
+
+@dataclass
+class AdaMAEOutput:
+    loss: torch.Tensor             # L_R + sampling_weight * L_S
+    recon_loss: torch.Tensor       # Eq. 4
+    sampling_loss: torch.Tensor    # Eq. 5 (0 when the sampler did not choose the mask)
+    pred: torch.Tensor             # (B, N - N_v, t*p*p*C), masked tokens in ascending index order
+    mask: torch.Tensor             # (B, N) bool, True = masked
+    log_probs: Optional[torch.Tensor]  # (B, N) float32 log P, None unless the sampler drew the mask
+    token_error: torch.Tensor      # (B, N - N_v) L_R^i per masked token, float32, detached
+
+
+class AdaMAE(nn.Module):
+    def __init__(self, cfg: AdaMAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        N, patch_dim = cfg.num_tokens, cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
+        self.tokenizer = Tokenizer(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, cfg.encoder_dim)
+        self.sampler = (AdaptiveTokenSampler(N, cfg.encoder_dim, cfg.sampler_heads, cfg.sampler_depth, cfg.mlp_ratio)
+                        if cfg.mask_type == "adaptive" else None)
+        self.encoder = Transformer(cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, cfg.mlp_ratio, cfg.drop_path)
+        self.encoder_to_decoder = nn.Linear(cfg.encoder_dim, cfg.decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))  # f_m in Sec. 3.1
+        self.decoder = Transformer(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio)
+        self.head = nn.Linear(cfg.decoder_dim, patch_dim)
+        # Fixed tables: not parameters, not saved; buffers only so that .to(device) moves them.
+        self.register_buffer("encoder_pos", sinusoid_table(N, cfg.encoder_dim), persistent=False)
+        self.register_buffer("decoder_pos", sinusoid_table(N, cfg.decoder_dim), persistent=False)
+        pixel_stats = torch.tensor([IMAGENET_MEAN, IMAGENET_STD]).reshape(2, 1, 3, 1, 1, 1)
+        self.register_buffer("pixel_stats", pixel_stats, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        self.apply(init_weights)
+        # Tokenizer initialised like a Linear over the flattened tubelet (as MAE), not Conv3d's default.
+        nn.init.xavier_uniform_(self.tokenizer.proj.weight.view(self.cfg.encoder_dim, -1))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)  # as VideoMAE
+
+    def forward(self, video, mask=None):
+        """video (B, C, T, H, W), ImageNet-normalised. `mask` (B, N) bool bypasses the sampler."""
+        tokens = self.tokenizer(video)                          # (B, N, D)
+        log_probs, mask, num_visible = self.sample(tokens, mask)  # (B, N), (B, N)
+        visible, masked = split_indices(mask, num_visible)      # (B, N_v), (B, N - N_v)
+        latent = self.encode(tokens, visible)                   # (B, N_v, D)
+        pred = self.decode(latent, visible, masked)             # (B, N - N_v, t*p*p*C)
+        return self.losses(video, pred, mask, masked, log_probs)
+
+    def sample(self, tokens, mask=None):
+        """Adaptive Token Sampler (Eq. 2-3) and the draw of I_v; or a baseline mask; or the given one."""
+        B, N = tokens.shape[:2]
+        cfg = self.cfg
+        if mask is not None:
+            return None, mask, self.check_mask(mask, B)
+        if self.sampler is None:
+            return None, BASELINE_MASKS[cfg.mask_type](B, cfg.grid, cfg.mask_ratio, tokens.device), cfg.num_visible
+        log_probs = self.sampler(tokens.detach())  # detached: L_S must not reach the tokenizer (Sec. 3.2)
+        visible = sample_without_replacement(log_probs.detach(), cfg.num_visible)
+        return log_probs, indices_to_mask(visible, N), cfg.num_visible
+
+    def check_mask(self, mask, batch):
+        """A caller's mask: right shape and dtype, the same visible count in every row; returns that count."""
+        if mask.shape != (batch, self.cfg.num_tokens) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a ({batch}, {self.cfg.num_tokens}) bool tensor, got "
+                             f"{tuple(mask.shape)} {mask.dtype}")
+        visible = (~mask).sum(dim=1).tolist()
+        if len(set(visible)) != 1 or not 0 < visible[0] < mask.shape[1]:
+            raise ValueError(f"every row of the mask must keep the same number (>0, <N) of visible tokens, got {visible}")
+        return visible[0]
+
+    def encode(self, tokens, visible):
+        """Encoder on the visible tokens only: F_v = ViT((X + pos)[I_v])."""
+        x = tokens + self.encoder_pos.to(tokens.dtype)
+        return self.encoder(gather_tokens(x, visible))
+
+    def decode(self, latent, visible, masked):
+        """Decoder: [F_v + pos[I_v] ; f_m + pos[I_m]] -> blocks -> head on the masked part (no unshuffle)."""
+        x = self.encoder_to_decoder(latent)                                       # (B, N_v, D')
+        pos = self.decoder_pos.to(x.dtype).expand(x.shape[0], -1, -1)            # (B, N, D')
+        x = torch.cat([x + gather_tokens(pos, visible),
+                       self.mask_token.to(x.dtype) + gather_tokens(pos, masked)], dim=1)  # (B, N, D')
+        x = self.decoder(x)
+        return self.head(x[:, visible.shape[1]:])                                 # (B, N - N_v, t*p*p*C)
+
+    def target(self, video):
+        """Patch-normalised pixels V~ (Eq. 4, footnote 1): per token and channel, (x - mean) / (std + 1e-6)."""
+        cfg = self.cfg
+        mean, std = self.pixel_stats
+        pixels = patchify(video.float() * std + mean, cfg.patch_size, cfg.tubelet_size)  # [0, 1], (B, N, t*p*p*C)
+        x = pixels.reshape(*pixels.shape[:2], -1, cfg.in_chans)                          # (B, N, t*p*p, C)
+        x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, unbiased=True, keepdim=True) + 1e-6)
+        return x.flatten(2)                                                              # (B, N, t*p*p*C)
+
+    def losses(self, video, pred, mask, masked, log_probs):
+        with torch.no_grad():
+            target = gather_tokens(self.target(video), masked)                   # (B, N - N_v, t*p*p*C)
+        token_error = ((pred.float() - target) ** 2).mean(dim=-1)              # L_R^i, (B, N - N_v)
+        recon_loss = token_error.mean()                                          # Eq. 4
+        if log_probs is None:
+            sampling_loss = recon_loss.new_zeros(())
+        else:  # Eq. 5 as the reference code: mean (not sum) of log P_i * L_R^i over masked tokens
+            sampling_loss = -(log_probs.gather(1, masked) * token_error.detach()).mean()
+        loss = recon_loss + self.cfg.sampling_weight * sampling_loss
+        return AdaMAEOutput(loss, recon_loss, sampling_loss, pred, mask, log_probs, token_error.detach())
+
+
+def split_indices(mask, num_visible):
+    """(B, N) mask with num_visible False per row -> visible (B, N_v) and masked (B, N - N_v) indices,
+    each ascending: a stable sort of the 0/1 mask puts the visible tokens first."""
+    order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+    return order[:, :num_visible], order[:, num_visible:]
+
+
+def gather_tokens(x, index):
+    """x (B, N, D), index (B, K) -> (B, K, D)."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

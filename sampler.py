@@ -1,0 +1,99 @@
+"""Which tokens the encoder sees (paper Sec. 3.1 "Adaptive Token Sampler", Eq. 2-3, Fig. 1).
+
+Mask convention, used everywhere in this project: `mask[b, i] == True` means token i is MASKED
+(hidden from the encoder, predicted by the decoder); False means visible.
+
+  * `AdaptiveTokenSampler`   MHA block + Linear + softmax over all N tokens -> log P   (Eq. 2, 3)
+  * `sample_without_replacement`   N_v distinct indices from Categorical(P) (Gumbel-top-k)
+  * `random_mask`, `tube_mask`, `frame_mask`   the baselines of Table 1a, same output contract
+  * `visible_count`          how many tokens stay visible for a mask type and ratio rho
+"""
+
+import torch
+import torch.nn as nn
+
+from vit import Block
+
+MASK_TYPES = ("adaptive", "random", "tube", "frame")
+
+
+def keep_count(n, mask_ratio):
+    """floor(n * (1 - rho)), at least 1; the 1e-6 absorbs float error (200 * (1 - 0.9) = 19.999...)."""
+    return max(1, int(n * (1 - mask_ratio) + 1e-6))
+
+
+def visible_count(mask_type, grid, mask_ratio):
+    """N_v for a token grid (T/t, H/p, W/p). rho = 0.95 on the paper grid (8, 14, 14): 78 of 1568."""
+    slices, space = grid[0], grid[1] * grid[2]
+    if mask_type == "tube":  # the same spatial positions in every temporal slice
+        return slices * keep_count(space, mask_ratio)
+    if mask_type == "frame":  # whole temporal slices
+        return keep_count(slices, mask_ratio) * space
+    return keep_count(slices * space, mask_ratio)
+
+
+class AdaptiveTokenSampler(nn.Module):
+    """Eq. 2-3: Z = MHA(X); P = Softmax(Linear(Z)). Returns log P, (B, N) float32.
+
+    It reads the tokenizer's output detached (the caller's job, see AdaMAE.sample) plus a learnable
+    position embedding of its own, so the sampling loss reaches only these parameters (theta)."""
+
+    def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
+        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are.
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5) for _ in range(depth))
+        self.head = nn.Linear(dim, 1)
+
+    def forward(self, tokens):
+        z = tokens + self.pos_embed
+        for block in self.blocks:
+            z = block(z)                                      # Eq. 2: Z = MHA(X)
+        # Eq. 3 in float32 even under autocast: P of 1568 tokens is ~1e-3 each, below bf16's resolution.
+        with torch.autocast(z.device.type, enabled=False):
+            logits = self.head(z.float()).squeeze(-1)         # (B, N)
+            return torch.log_softmax(logits, dim=-1)          # Eq. 3, as log P
+
+
+def sample_without_replacement(log_probs, k):
+    """k distinct indices per row from Categorical(exp(log_probs)), sorted ascending: (B, k).
+
+    Gumbel-top-k: the k largest of log P_i + Gumbel noise are distributed exactly as k successive
+    draws without replacement (the paper's "draw without replacement"). Unlike torch.multinomial it
+    never fails when probabilities underflow to 0, and it runs on the device without syncs."""
+    u = torch.rand(log_probs.shape, device=log_probs.device).clamp_min(1e-20)
+    gumbel = -torch.log(-torch.log(u))
+    return (log_probs.float() + gumbel).topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+def indices_to_mask(visible, num_tokens):
+    """(B, N_v) visible indices -> (B, N) bool mask, True = masked."""
+    mask = torch.ones(visible.shape[0], num_tokens, dtype=torch.bool, device=visible.device)
+    return mask.scatter(1, visible, False)
+
+
+def random_mask(batch, grid, mask_ratio, device=None):
+    """Random patch masking [11]: visible tokens uniform over space-time."""
+    n = grid[0] * grid[1] * grid[2]
+    uniform = torch.zeros(batch, n, device=device)
+    return indices_to_mask(sample_without_replacement(uniform, keep_count(n, mask_ratio)), n)
+
+
+def tube_mask(batch, grid, mask_ratio, device=None):
+    """Tube masking [48]: one random spatial mask, repeated over every temporal slice."""
+    space = grid[1] * grid[2]
+    uniform = torch.zeros(batch, space, device=device)
+    spatial = indices_to_mask(sample_without_replacement(uniform, keep_count(space, mask_ratio)), space)
+    return spatial.repeat(1, grid[0])  # (B, T/t * space): slice-major, as the token index
+
+
+def frame_mask(batch, grid, mask_ratio, device=None):
+    """Frame masking [11, 48]: whole temporal slices hidden (rho = 87.5% keeps 1 of 8)."""
+    slices, space = grid[0], grid[1] * grid[2]
+    uniform = torch.zeros(batch, slices, device=device)
+    per_slice = indices_to_mask(sample_without_replacement(uniform, keep_count(slices, mask_ratio)), slices)
+    return per_slice.repeat_interleave(space, dim=1)  # (B, T/t * space)
+
+
+BASELINE_MASKS = {"random": random_mask, "tube": tube_mask, "frame": frame_mask}

@@ -1,0 +1,59 @@
+"""Tokenizer (paper Sec. 3.1, Fig. 2 "Tokenizer"): video -> tubelet tokens.
+
+Owns the three ways a video becomes a sequence of N tokens, all with the same token order
+(time slowest, then height, then width; SPEC A.1):
+  * `Tokenizer`          the learnable tubelet embedding, a Conv3d with kernel = stride = (t, p, p)
+  * `patchify`           raw pixel values per token, the reconstruction target of Eq. 4
+  * `sinusoid_table`     the fixed position table added to encoder and decoder tokens
+With the paper's config (16x3x224x224, tubelet 2x16x16) N = 8 * 14 * 14 = 1568.
+"""
+
+import torch
+import torch.nn as nn
+
+# Videos enter the model normalised with ImageNet statistics (data.py); the loss undoes it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Tokenizer(nn.Module):
+    """(B, C, T, H, W) video -> (B, N, D) tokens, one per t x p x p tubelet."""
+
+    def __init__(self, patch_size, tubelet_size, in_chans, embed_dim):
+        super().__init__()
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+
+    def forward(self, video):
+        x = self.proj(video)                 # (B, D, T/t, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D), index = t*(H/p)(W/p) + h*(W/p) + w
+
+
+def patchify(video, patch_size, tubelet_size):
+    """(B, C, T, H, W) -> (B, N, t*p*p*C); per token the values run pixel-major, channel-minor:
+    b c (T t) (H p) (W p) -> b (T H W) (t p p c), the order of the released VideoMAE/AdaMAE heads."""
+    B, C, T, H, W = video.shape
+    t, p = tubelet_size, patch_size
+    x = video.reshape(B, C, T // t, t, H // p, p, W // p, p)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, T/t, H/p, W/p, t, p, p, C)
+    return x.reshape(B, (T // t) * (H // p) * (W // p), t * p * p * C)
+
+
+def unpatchify(tokens, grid, patch_size, tubelet_size, in_chans=3):
+    """Exact inverse of `patchify`: (B, N, t*p*p*C) -> (B, C, T, H, W) for grid = (T/t, H/p, W/p)."""
+    B = tokens.shape[0]
+    gt, gh, gw = grid
+    t, p, C = tubelet_size, patch_size, in_chans
+    x = tokens.reshape(B, gt, gh, gw, t, p, p, C)
+    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, T/t, t, H/p, p, W/p, p)
+    return x.reshape(B, C, gt * t, gh * p, gw * p)
+
+
+def sinusoid_table(num_tokens, dim):
+    """Fixed (num_tokens, dim) table over the flattened token index, as in the reference code
+    (the paper calls it "3D periodic"): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j."""
+    pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
+    j = torch.arange(dim)
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()
