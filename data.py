@@ -1,0 +1,531 @@
+"""Video data: list files and folders -> decoded clips -> augmented, normalised tensors.
+
+Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (SPEC A.7-A.9):
+  * sources      `read_list` (VideoMAE `path label` lists), `find_videos` (folders), `load_samples`
+  * decoding     `video_length`, `decode_frames` with PyAV: seek to the keyframe before the first
+                 wanted frame, decode forward, convert to RGB only the frames returned
+  * sampling     `clip_indices` / `dense_indices` (Kinetics: T frames at a fixed stride),
+                 `segment_indices` (SSv2: one frame per segment), and the multi-view test
+                 positions `temporal_starts` / `spatial_offsets`
+  * transforms   `train_transform` (random resized crop + flip, identical on every frame),
+                 `eval_crops` (short side resize + centre or 3 crops along the long side)
+  * dataset      `VideoDataset`, which skips unreadable files with a warning and counts them
+  * synthetic    `make_synthetic`: a toy set of moving shapes over smooth backgrounds (label =
+                 direction) with per-frame object boxes, for CPU runs and the sampler's sanity check
+
+Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
+length - 1); a file that ends before its header says repeats the last frame it could decode.
+Bad-file policy: `VideoDataset.__getitem__` warns, draws another random sample, and returns how
+many files it skipped as the third item; the training loop sums it per epoch and prints it.
+"""
+
+import json
+import math
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tokenizer import IMAGENET_MEAN, IMAGENET_STD
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+DIRECTIONS = ("right", "left", "down", "up")  # synthetic labels: index = direction of motion
+
+
+# ----------------------------------------------------------------------------- sources
+
+def read_list(path):
+    """VideoMAE list file -> [(video path, label)]; relative paths resolve against the list's folder.
+
+    One `path label` per line, no header, blank lines ignored. The label follows the last
+    whitespace, so a path may itself contain spaces.
+    """
+    path = Path(path)
+    samples = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{path}:{number}: expected 'path label' with a label >= 0, got {line!r}")
+        video = Path(parts[0])
+        samples.append((str(video if video.is_absolute() else path.parent / video), int(parts[1])))
+    return samples
+
+
+def _videos_under(folder):
+    return sorted(str(p) for p in Path(folder).rglob("*")
+                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def find_videos(root):
+    """Folder -> [(video path, label)].
+
+    If root holds no video directly and has two or more subfolders that each hold videos, it is
+    one folder per class: label = index of the subfolder in sorted order. Otherwise every video
+    under root (recursively) gets label -1 (pre-training needs no label).
+    """
+    root = Path(root)
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    per_class = [_videos_under(d) for d in classes]
+    loose = [p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+    if len(classes) >= 2 and all(per_class) and not loose:
+        return [(video, label) for label, videos in enumerate(per_class) for video in videos]
+    return [(video, -1) for video in _videos_under(root)]
+
+
+def load_samples(source):
+    """A list file or a folder -> [(video path, label)]; raises if it names no video."""
+    source = Path(source)
+    if source.is_file():
+        samples = read_list(source)
+    elif source.is_dir():
+        samples = find_videos(source)
+    else:
+        raise FileNotFoundError(f"{source}: no such list file or folder")
+    if not samples:
+        raise ValueError(f"{source}: no videos found (extensions {', '.join(VIDEO_EXTENSIONS)})")
+    return samples
+
+
+# ----------------------------------------------------------------------------- decoding
+
+class VideoError(ValueError):
+    """A file that cannot give frames: missing, empty, not a video, or nothing decodable."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def _open(path):
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise VideoError(path, f"cannot open as a video ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, "no video stream")
+    return container
+
+
+def video_length(path):
+    """Number of frames: the container's count, or (when it has none, e.g. webm) packets demuxed."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if stream.frames > 0:
+            return stream.frames
+        try:
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+        except av.FFmpegError as e:
+            raise VideoError(path, f"cannot read packets ({e})") from e
+
+
+def _frame_rate(stream):
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate and stream.time_base else None
+
+
+def _index_to_pts(index, stream):
+    return (stream.start_time or 0) + int(index / (_frame_rate(stream) * stream.time_base))
+
+
+def _pts_to_index(pts, stream):
+    return round((pts - (stream.start_time or 0)) * stream.time_base * _frame_rate(stream))
+
+
+def _pick_frames(path, wanted, seek):
+    """{wanted index: RGB array}; {} if nothing decodes; None if the seek landed past wanted[0].
+
+    A wanted index that no frame carries (a gap in the timestamps) takes the latest earlier frame;
+    indices past the last decodable frame (a truncated file) repeat it.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        use_pts = _frame_rate(stream) is not None
+        if seek and not use_pts:
+            return None  # no frame rate: a frame index cannot be turned into a seek target
+        picked, previous, k = {}, None, 0
+        try:
+            if seek:
+                container.seek(_index_to_pts(wanted[0], stream), stream=stream, backward=True)
+            for count, frame in enumerate(container.decode(stream)):
+                if use_pts and frame.pts is not None:
+                    index = _pts_to_index(frame.pts, stream)
+                elif seek:
+                    return None  # no timestamps: a position after a seek is unknown
+                else:
+                    index = count
+                if seek and previous is None and index > wanted[0]:
+                    return None
+                while k < len(wanted) and wanted[k] < index:
+                    picked[wanted[k]] = previous if previous is not None else frame
+                    k += 1
+                if k < len(wanted) and wanted[k] == index:
+                    picked[index] = frame
+                    k += 1
+                previous = frame
+                if k == len(wanted):
+                    break
+        except av.FFmpegError:
+            pass  # a failed seek or a truncated/corrupt packet: the video ends here
+        if previous is None:
+            return {}
+        picked.update({i: previous for i in wanted[k:]})
+        rgb = {}  # one conversion per distinct frame, however many indices share it
+        for frame in picked.values():
+            if id(frame) not in rgb:
+                rgb[id(frame)] = frame.to_ndarray(format="rgb24")
+        return {index: rgb[id(frame)] for index, frame in picked.items()}
+
+
+def decode_frames(path, indices, seek=True):
+    """Frames at `indices` (repeats allowed) -> uint8 array (len(indices), H, W, 3), RGB.
+
+    Frame indices count from 0 at the stream's start time, computed from each frame's pts.
+    seek=True jumps to the keyframe before the first wanted frame; seek=False decodes from frame 0
+    (the reference for tests and benchmarks). If the seek overshoots or finds nothing, it falls
+    back to decoding from frame 0.
+    """
+    indices = [int(i) for i in indices]
+    if not indices or min(indices) < 0:
+        raise ValueError(f"decode_frames({path}): indices must be non-empty and >= 0, got {indices}")
+    wanted = sorted(set(indices))
+    picked = _pick_frames(path, wanted, seek=seek and wanted[0] > 0)
+    if not picked and seek and wanted[0] > 0:
+        picked = _pick_frames(path, wanted, seek=False)
+    if not picked:
+        raise VideoError(path, "no frame could be decoded")
+    return np.stack([picked[i] for i in indices])
+
+
+# ----------------------------------------------------------------------------- temporal sampling
+
+def clip_span(num_frames, stride):
+    """Frames covered by a clip from its first to its last frame."""
+    return (num_frames - 1) * stride + 1
+
+
+def clip_indices(total, num_frames, stride, start):
+    """start + i * stride for i < num_frames; a video too short for the clip repeats its last
+    frame (indices clamp to total - 1), the padding VideoMAE applies to short videos."""
+    return [min(start + i * stride, total - 1) for i in range(num_frames)]
+
+
+def dense_indices(total, num_frames, stride, train, generator=None):
+    """Kinetics-style clip: a random start in [0, total - span] for training, the centre at eval."""
+    last_start = max(total - clip_span(num_frames, stride), 0)
+    if train:
+        start = int(torch.randint(last_start + 1, (), generator=generator))
+    else:
+        start = last_start // 2
+    return clip_indices(total, num_frames, stride, start)
+
+
+def segment_indices(total, num_frames, train=False, generator=None, position=0.5):
+    """SSv2-style (TSN) clip: num_frames equal segments, one frame from each.
+
+    Training picks a random frame in each segment; eval picks the frame at `position` (0 = start,
+    0.5 = middle) of each segment. A video shorter than num_frames repeats frames.
+    """
+    length = total / num_frames
+    indices = []
+    for k in range(num_frames):
+        first = int(k * length)
+        if train:
+            size = max(int((k + 1) * length) - first, 1)
+            indices.append(first + int(torch.randint(size, (), generator=generator)))
+        else:
+            indices.append(int(k * length + position * length))
+    return [min(i, total - 1) for i in indices]
+
+
+def temporal_starts(total, num_frames, stride, num_clips):
+    """Multi-view test: num_clips starts spread evenly over [0, total - span] (centre if one)."""
+    last_start = max(total - clip_span(num_frames, stride), 0)
+    if num_clips == 1:
+        return [last_start // 2]
+    return [int(k * last_start / (num_clips - 1)) for k in range(num_clips)]
+
+
+def spatial_offsets(h, w, crop, num_crops=3):
+    """Multi-view test: (top, left) of num_crops crops spread along the long side (start, centre,
+    end for 3), centred on the short side. h, w are the size after the short-side resize."""
+    if min(h, w) < crop:
+        raise ValueError(f"spatial_offsets: frame {h}x{w} is smaller than the crop {crop}")
+    long_room, short_room = (w - crop, h - crop) if w >= h else (h - crop, w - crop)
+    if num_crops == 1:
+        along = [long_room // 2]
+    else:
+        along = [int(k * long_room / (num_crops - 1)) for k in range(num_crops)]
+    if w >= h:
+        return [(short_room // 2, a) for a in along]
+    return [(a, short_room // 2) for a in along]
+
+
+# ----------------------------------------------------------------------------- spatial transforms
+
+def random_resized_crop_box(h, w, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), generator=None):
+    """(top, left, height, width) of a crop covering a random `scale` of the area with a random
+    aspect `ratio` (log-uniform): torchvision's RandomResizedCrop, 10 tries then a centre crop."""
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(2, generator=generator).tolist()
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(h - ch + 1, (), generator=generator))
+            left = int(torch.randint(w - cw + 1, (), generator=generator))
+            return top, left, ch, cw
+    # Fallback: the whole frame, cut to the nearest allowed aspect ratio.
+    if w / h < min(ratio):
+        cw, ch = w, round(w / min(ratio))
+    elif w / h > max(ratio):
+        cw, ch = round(h * max(ratio)), h
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def _as_float(clip):
+    """uint8 (T, H, W, 3) array or tensor -> float (T, 3, H, W) in [0, 1]."""
+    clip = torch.as_tensor(clip)
+    if clip.dtype != torch.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 clip (T, H, W, 3), got {clip.dtype} {tuple(clip.shape)}")
+    return clip.permute(0, 3, 1, 2).float().div_(255)
+
+
+def _resize(x, size):
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _normalise(x):
+    """(T, 3, H, W) in [0, 1] -> (3, T, H, W) with ImageNet mean/std, the model's input layout."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+
+
+def train_transform(clip, img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip=True,
+                    generator=None):
+    """uint8 (T, H, W, 3) -> float (3, T, img_size, img_size): one random resized crop and one
+    horizontal flip (p = 0.5) drawn per clip and applied to every frame, so motion stays intact."""
+    h, w = clip.shape[1:3]
+    top, left, ch, cw = random_resized_crop_box(h, w, scale, ratio, generator)
+    x = torch.as_tensor(clip)[:, top:top + ch, left:left + cw]  # crop before the float copy
+    x = _resize(_as_float(x), (img_size, img_size))
+    if flip and bool(torch.rand((), generator=generator) < 0.5):
+        x = x.flip(-1)
+    return _normalise(x)
+
+
+def eval_crops(clip, img_size, num_crops=1):
+    """uint8 (T, H, W, 3) -> float (num_crops, 3, T, img_size, img_size): short side resized to
+    img_size, then the centre crop (num_crops=1) or crops along the long side (`spatial_offsets`)."""
+    x = _as_float(clip)
+    h, w = x.shape[-2:]
+    short = min(h, w)
+    x = _resize(x, (round(h * img_size / short), round(w * img_size / short)))
+    offsets = spatial_offsets(*x.shape[-2:], img_size, num_crops)
+    return torch.stack([_normalise(x[..., t:t + img_size, l:l + img_size]) for t, l in offsets])
+
+
+# ----------------------------------------------------------------------------- dataset
+
+class VideoDataset(torch.utils.data.Dataset):
+    """(clip, label, skipped) per video.
+
+    clip: (3, T, S, S) float, ImageNet-normalised; (repeat_aug, 3, T, S, S) when training with
+    repeat_aug > 1 (one decode, independent start/crop/flip per copy, as SpatioTemporal-MAE);
+    (test_clips * test_crops, 3, T, S, S) at eval with several views, ordered clip-major.
+    skipped: files that failed to decode before this sample was produced; sum it over an epoch.
+    Randomness comes from torch's global RNG, which DataLoader seeds differently in every worker.
+    """
+
+    def __init__(self, source, num_frames=16, stride=4, img_size=224, train=True, sampling="dense",
+                 flip=True, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), repeat_aug=1, test_clips=1,
+                 test_crops=1, max_failures=20):
+        if sampling not in ("dense", "segment"):
+            raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
+        if repeat_aug > 1 and not train:
+            raise ValueError("repeat_aug > 1 is a training augmentation; use test_clips at eval")
+        if test_clips * test_crops > 1 and train:
+            raise ValueError("test_clips/test_crops are eval views; set train=False")
+        self.samples = list(source) if isinstance(source, (list, tuple)) else load_samples(source)
+        self.num_frames, self.stride, self.img_size = num_frames, stride, img_size
+        self.train, self.sampling, self.flip = train, sampling, flip
+        self.scale, self.ratio = scale, ratio
+        self.repeat_aug, self.test_clips, self.test_crops = repeat_aug, test_clips, test_crops
+        self.max_failures = max_failures
+        self._lengths = {}  # per worker: counting packets of a webm/mkv costs a full demux
+
+    def __len__(self):
+        return len(self.samples)
+
+    def _clip_plans(self, total):
+        """Frame indices of every clip cut from one video."""
+        T, s = self.num_frames, self.stride
+        if self.train:
+            if self.sampling == "segment":
+                return [segment_indices(total, T, train=True) for _ in range(self.repeat_aug)]
+            return [dense_indices(total, T, s, train=True) for _ in range(self.repeat_aug)]
+        if self.sampling == "segment":
+            return [segment_indices(total, T, position=(k + 0.5) / self.test_clips)
+                    for k in range(self.test_clips)]
+        return [clip_indices(total, T, s, start)
+                for start in temporal_starts(total, T, s, self.test_clips)]
+
+    def _decode(self, path):
+        """[uint8 (T, H, W, 3)] per clip, decoding the union of their frames once."""
+        if path not in self._lengths:
+            self._lengths[path] = video_length(path)
+        plans = self._clip_plans(self._lengths[path])
+        union = sorted({i for plan in plans for i in plan})
+        frames = decode_frames(path, union)
+        row = {index: k for k, index in enumerate(union)}
+        return [frames[[row[i] for i in plan]] for plan in plans]
+
+    def _transform(self, clips):
+        if self.train:
+            views = [train_transform(c, self.img_size, self.scale, self.ratio, self.flip)
+                     for c in clips]
+            return views[0] if len(views) == 1 else torch.stack(views)
+        views = torch.cat([eval_crops(c, self.img_size, self.test_crops) for c in clips])
+        return views[0] if len(views) == 1 else views
+
+    def __getitem__(self, index):
+        failures = []
+        while True:
+            path, label = self.samples[index]
+            try:
+                clips = self._decode(path)
+            except Exception as e:  # any decoding failure marks the file bad, not the run
+                warnings.warn(f"skipping unreadable video {path}: {e}")
+                failures.append((path, e))
+                if len(failures) >= self.max_failures:
+                    names = ", ".join(sorted({p for p, _ in failures}))
+                    raise RuntimeError(f"{len(failures)} videos in a row failed to decode "
+                                       f"(last error: {e}); files: {names}") from e
+                index = int(torch.randint(len(self.samples), ()))
+                continue
+            return self._transform(clips), label, len(failures)
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+def write_video(path, frames, fps=25, options=None):
+    """uint8 (T, H, W, 3) RGB -> H.264 MP4 (yuv420p, so H and W must be even). `options` are
+    extra libx264/codec options, e.g. {"g": "8", "bf": "2"} for keyframes every 8 frames."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast", **(options or {})}
+        stream.codec_context.thread_count = 1  # x264's output depends on its thread count
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _shape_mask(shape, side):
+    """Boolean (side, side) mask of a square, disc or upward triangle filling its box."""
+    y, x = np.mgrid[:side, :side] + 0.5
+    if shape == "square":
+        return np.ones((side, side), bool)
+    if shape == "disc":
+        return (x - side / 2) ** 2 + (y - side / 2) ** 2 <= (side / 2) ** 2
+    return np.abs(x - side / 2) <= y / 2  # triangle: apex at the top, base along the bottom row
+
+
+def _distinct_colour(rng, c0, c1, min_distance=120.0):
+    """A colour at least min_distance (RGB, L2) from every colour of the gradient c0 -> c1."""
+    while True:
+        colour = rng.integers(0, 256, 3).astype(float)
+        d = c1 - c0
+        t = np.clip(np.dot(colour - c0, d) / max(np.dot(d, d), 1e-9), 0, 1)
+        if np.linalg.norm(colour - (c0 + t * d)) >= min_distance:
+            return colour
+
+
+def draw_video(rng, direction, num_frames, size):
+    """One synthetic video: a shape moving in a straight line at constant speed over a static
+    two-colour linear gradient (smooth on purpose: SPEC D, texture makes every token hard).
+
+    Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
+    exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).
+    """
+    c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[:size, :size] / (size - 1)
+    along = x * np.cos(angle) + y * np.sin(angle)
+    t = (along - along.min()) / (along.max() - along.min())
+    background = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
+    colour = _distinct_colour(rng, c0, c1).astype(np.uint8)
+    side = int(rng.integers(round(0.15 * size), round(0.30 * size) + 1))
+    mask = _shape_mask(rng.choice(["square", "disc", "triangle"]), side)
+    room = size - side  # top-left positions that keep the shape inside the frame
+    speed = min(rng.uniform(0.5, 1.5) * size / 96, room / max(num_frames - 1, 1))
+    travel = speed * (num_frames - 1)
+    start = rng.uniform(0, room - travel)  # along the motion, leaving room for the whole path
+    across = int(rng.integers(0, room + 1))
+    sign = 1 if DIRECTIONS[direction] in ("right", "down") else -1
+    frames, boxes = np.repeat(background[None], num_frames, axis=0), []
+    for i in range(num_frames):
+        pos = start + speed * i if sign > 0 else room - start - speed * i
+        x0, y0 = (round(pos), across) if direction < 2 else (across, round(pos))
+        frames[i, y0:y0 + side, x0:x0 + side][mask] = colour
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    return frames, boxes, background
+
+
+def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25):
+    """Write the synthetic set under root and return its paths.
+
+    root/videos/NNNNN.mp4 (H.264), root/train.csv and root/val.csv (VideoMAE lists, paths relative
+    to root, each direction split in the same proportion), root/boxes.json {"videos/NNNNN.mp4":
+    [[x0, y0, x1, y1] per frame]}, root/synthetic.json (the parameters). Video i is drawn from
+    np.random.default_rng([seed, i]) with label i % 4, so the set is identical on every run and
+    machine. Skips the work when synthetic.json already records the same parameters.
+    """
+    if size % 2:
+        raise ValueError(f"make_synthetic: size must be even for yuv420p, got {size}")
+    root = Path(root)
+    params = dict(num_videos=num_videos, num_frames=num_frames, size=size, fps=fps, seed=seed,
+                  val_fraction=val_fraction)
+    paths = {name: root / file for name, file in
+             [("train", "train.csv"), ("val", "val.csv"), ("boxes", "boxes.json"),
+              ("params", "synthetic.json")]}
+    paths["videos"] = root / "videos"
+    if paths["params"].is_file() and json.loads(paths["params"].read_text()) == params:
+        return paths
+    lines, boxes = {"train": [], "val": []}, {}
+    for i in range(num_videos):
+        name, label = f"videos/{i:05d}.mp4", i % len(DIRECTIONS)
+        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size)
+        write_video(root / name, frames, fps)
+        # Within each class the last val_fraction of its videos (rounded half up) go to val.
+        rank, per_class = i // len(DIRECTIONS), len(range(label, num_videos, len(DIRECTIONS)))
+        split = "val" if rank >= per_class - int(per_class * val_fraction + 0.5) else "train"
+        lines[split].append(f"{name} {label}\n")
+    paths["train"].write_text("".join(lines["train"]))
+    paths["val"].write_text("".join(lines["val"]))
+    paths["boxes"].write_text(json.dumps(boxes))
+    paths["params"].write_text(json.dumps(params))  # last: an interrupted run regenerates
+    return paths
+
+
+def load_boxes(root):
+    """root/boxes.json -> {"videos/NNNNN.mp4": [[x0, y0, x1, y1] per frame]}."""
+    return json.loads((Path(root) / "boxes.json").read_text())

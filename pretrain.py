@@ -1,0 +1,386 @@
+"""Pre-train AdaMAE (paper Sec. 3.2 and 4, recipe SPEC A.7).
+
+    python pretrain.py                      # the embedded demo: synthetic videos, tiny preset, CPU, ~4 min
+    torchrun --nproc_per_node=8 pretrain.py --data k400_train.csv --preset base     # the paper's recipe
+
+One script for CPU, one GPU and N GPUs: DDP only when torchrun sets RANK. Each step draws the visible
+tokens from the sampler, trains the MAE on L_R (Eq. 4) and the sampler on L_S (Eq. 5) with one backward.
+On the synthetic demo it also measures how much of the sampler's probability lands on the moving
+object ("foreground enrichment", the paper's Fig. 3-4 claim as a number; 1.0 = random masking).
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from adamae import AdaMAE, AdaMAEConfig
+from convert import load_checkpoint_file
+from data import VideoDataset, clip_indices, decode_frames, eval_crops, load_boxes, make_synthetic, read_list, \
+    video_length
+
+# ----------------------------------------------------------------------------- defaults
+# name: (default, help). argparse is generated from this table; `python pretrain.py --help` prints it.
+DEFAULTS = {
+    # data
+    "data": (None, "VideoMAE list file ('path label' per line) or a folder of videos; none = the synthetic demo"),
+    "stride": (4, "temporal stride between sampled frames (K400: 4; SSv2 in the reference: 2)"),
+    "repeat_aug": (1, "clips cut from each decoded video (SpatioTemporal-MAE's repeated augmentation)"),
+    "num_workers": (2, "DataLoader processes per GPU"),
+    # model
+    "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
+    "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
+    "mask_ratio": (None, "rho; default: the preset's (0.95)"),
+    "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
+    # optimisation (SPEC A.7)
+    "batch_size": (8, "videos per process per micro-step"),
+    "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
+    "epochs": (800, "training epochs"),
+    "warmup_epochs": (40, "linear warmup, then cosine to min_lr"),
+    "base_lr": (1.5e-4, "lr = base_lr * effective_batch / 256"),
+    "min_lr": (1e-5, "final lr, scaled like the lr"),
+    "weight_decay": (0.05, "AdamW weight decay (none on biases, norms, position embeddings, mask token)"),
+    "beta1": (0.9, "AdamW beta1"),
+    "beta2": (0.95, "AdamW beta2"),
+    "clip_grad": (None, "max gradient norm; default: no clipping"),
+    # system
+    "dtype": (None, "bf16 | fp16 | fp32; default: bf16 on CUDA when supported, else fp32"),
+    "compile": (False, "torch.compile the model"),
+    "seed": (0, "random seed (each rank and epoch derives its own)"),
+    "out_dir": ("runs/pretrain", "checkpoint.pt, log.jsonl, vis/ and (without --data) the synthetic set"),
+    "resume": (None, "checkpoint to resume from; default: out_dir/checkpoint.pt when it exists"),
+    "log_every": (20, "optimizer steps between log lines (the only host-device syncs of the loop)"),
+    "save_every": (1, "epochs between checkpoints"),
+    "eval_every": (200, "steps between foreground-enrichment measurements (synthetic data only)"),
+    "vis_every": (500, "steps between pictures of a fixed held-out clip; 0 = never"),
+    "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
+}
+TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "clip_grad": float, "dtype": str,
+         "resume": str, "max_steps": int}
+# The embedded demo (no --data): what a 2-core laptop trains in about 4 minutes on the synthetic set.
+DEMO = dict(epochs=60, warmup_epochs=4, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
+SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
+
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, (value, help) in DEFAULTS.items():
+        if isinstance(value, bool):
+            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
+        else:
+            parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    if parser.parse_known_args(argv)[0].data is None:
+        parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
+    return parser.parse_args(argv)
+
+
+def model_config(args):
+    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight")
+                 if getattr(args, k) is not None}
+    return AdaMAEConfig.preset(args.preset, **overrides)
+
+
+# ----------------------------------------------------------------------------- distributed and precision
+
+def setup_distributed():
+    """(rank, world_size, device). DDP only when torchrun set RANK; gloo on CPU, nccl on CUDA."""
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return rank, world, torch.device("cuda", local)
+    dist.init_process_group("gloo")
+    return rank, world, torch.device("cpu")
+
+
+def amp_setup(dtype_name, device):
+    """(autocast context, GradScaler): bf16 on CUDA when supported, else fp32; GradScaler only for fp16."""
+    if dtype_name is None:
+        dtype_name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return autocast, scaler
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def no_weight_decay(name, param):
+    """Biases, norms, position embeddings and the mask token are not decayed (SPEC A.7)."""
+    return param.ndim <= 1 or name.endswith("pos_embed") or name.endswith("mask_token")
+
+
+def make_optimizer(model, lr, weight_decay, betas, device):
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if not no_weight_decay(n, p)], "weight_decay": weight_decay},
+              {"params": [p for n, p in params if no_weight_decay(n, p)], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
+
+
+def get_lr(step, total_steps, warmup_steps, lr, min_lr):
+    """Linear warmup to lr, then half a cosine down to min_lr, per optimizer step."""
+    if step < warmup_steps:
+        return lr * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None):
+    """One optimizer step over a list of video micro-batches (gradient accumulation).
+    Returns the mean (loss, recon_loss, sampling_loss) as a device tensor: no host sync here."""
+    stats = []
+    for i, video in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        # DDP all-reduces gradients only on the last micro-step.
+        with model.no_sync() if isinstance(model, DDP) and not last else nullcontext():
+            with autocast:
+                out = model(video)
+            scaler.scale(out.loss / len(micro_batches)).backward()
+        stats.append(torch.stack([out.loss, out.recon_loss, out.sampling_loss]).detach().float())
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.stack(stats).mean(dim=0)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args):
+    """Everything to resume exactly, as plain types, written atomically: a crash never leaves a torn file."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "step": step, "epoch": epoch, "config": cfg.to_dict(), "args": vars(args)}
+    tmp = Path(str(path) + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, optimizer=None, scaler=None):
+    """Restore a pre-training checkpoint (weights_only: never unpickles arbitrary objects). Returns it."""
+    ckpt = load_checkpoint_file(path)
+    saved = AdaMAEConfig.from_dict(ckpt["config"])
+    if saved != model.cfg:
+        changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
+                   if getattr(saved, f.name) != getattr(model.cfg, f.name)}
+        raise ValueError(f"{path} was written for another model config (saved, now): {changed}")
+    model.load_state_dict(ckpt["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- foreground enrichment
+
+def foreground_tokens(boxes, indices, cfg, video_size):
+    """(N,) bool: token overlaps the object's box in any frame of its tubelet. Boxes are in video pixels
+    (x0, y0, x1, y1, exclusive); the evaluation clip is the whole square frame resized to img_size."""
+    t, p = cfg.tubelet_size, cfg.patch_size
+    gt, gh, gw = cfg.grid
+    scale = cfg.img_size / video_size
+    box = torch.tensor([boxes[i] for i in indices], dtype=torch.float32).reshape(gt, t, 4) * scale
+    lo = torch.arange(gh) * p  # patch edges in pixels, the same for rows and columns
+    rows = (lo[None, None, :] < box[..., 3:4]) & (lo[None, None, :] + p > box[..., 1:2])  # (gt, t, gh)
+    cols = (lo[None, None, :] < box[..., 2:3]) & (lo[None, None, :] + p > box[..., 0:1])  # (gt, t, gw)
+    hit = (rows[..., :, None] & cols[..., None, :]).any(dim=1)  # (gt, gh, gw)
+    return hit.flatten()
+
+
+def load_enrichment_clips(root, cfg, stride, max_clips=16):
+    """Held-out synthetic clips (start 0, whole frame) with their foreground token masks."""
+    boxes, info = load_boxes(root), json.loads((Path(root) / "synthetic.json").read_text())
+    clips, fg = [], []
+    for path, _ in read_list(Path(root) / "val.csv")[:max_clips]:
+        key = Path(path).relative_to(Path(root).resolve()).as_posix() if Path(path).is_absolute() else path
+        indices = clip_indices(video_length(path), cfg.num_frames, stride, start=0)
+        clips.append(eval_crops(decode_frames(path, indices), cfg.img_size)[0])
+        fg.append(foreground_tokens(boxes[key], indices, cfg, info["size"]))
+    return torch.stack(clips), torch.stack(fg)
+
+
+@torch.no_grad()
+def foreground_enrichment(model, clips, fg, device, batch=8):
+    """(share of P on foreground tokens) / (share of tokens in the foreground), and the same for the
+    sampled visible tokens; mean over clips. Random masking scores 1 on both."""
+    model.eval()
+    prob_share, vis_share = [], []
+    for i in range(0, len(clips), batch):
+        out = model(clips[i:i + batch].to(device))
+        f = fg[i:i + batch].to(device).float()
+        base = f.mean(dim=1)
+        vis_share.append(((~out.mask).float() * f).sum(1) / (~out.mask).sum(1) / base)
+        if out.log_probs is not None:
+            prob_share.append((out.log_probs.exp() * f).sum(1) / base)
+    model.train()
+    prob = torch.cat(prob_share).mean().item() if prob_share else float("nan")
+    return prob, torch.cat(vis_share).mean().item()
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = get_args(argv)
+    rank, world, device = setup_distributed()
+    is_main = rank == 0
+    out_dir = Path(args.out_dir)
+    synthetic_root = None
+    if args.data is None:
+        synthetic_root = out_dir / "synthetic"
+        if is_main:
+            make_synthetic(synthetic_root, seed=0, **SYNTHETIC)
+        if world > 1:
+            dist.barrier()  # the other ranks wait for the set to exist
+        args.data = str(synthetic_root / "train.csv")
+    torch.manual_seed(args.seed + rank)
+
+    cfg = model_config(args)
+    model = AdaMAE(cfg).to(device)
+    autocast, scaler = amp_setup(args.dtype, device)
+    dataset = VideoDataset(args.data, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size,
+                           train=True, repeat_aug=args.repeat_aug)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=args.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader) // args.accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"{args.data}: {len(dataset)} videos give no full step of {args.batch_size} x "
+                         f"{args.accum_steps} per process on {world} process(es)")
+    total_steps = args.epochs * steps_per_epoch
+    effective_batch = args.batch_size * args.repeat_aug * args.accum_steps * world
+    lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
+    optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2), device)
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    resume = args.resume or (ckpt_path if ckpt_path.exists() else None)
+    step, start_epoch = 0, 0
+    if resume:
+        ckpt = load_checkpoint(resume, model, optimizer, scaler)
+        step, start_epoch = ckpt["step"], ckpt["epoch"] + 1
+    if args.compile:
+        model = torch.compile(model)
+    # broadcast_buffers off: the only buffers are fixed tables, identical on every rank.
+    ddp_model = DDP(model, broadcast_buffers=False) if world > 1 else model
+    raw = model._orig_mod if args.compile else model  # the module whose state is saved
+
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n_sampler = sum(p.numel() for p in raw.sampler.parameters()) if raw.sampler is not None else 0
+        n_all = sum(p.numel() for p in raw.parameters())
+        print(f"data {args.data}: {len(dataset)} videos; {world} process(es) on {device}; {steps_per_epoch} steps/epoch")
+        print(f"effective batch {args.batch_size} videos x {args.repeat_aug} clips x {args.accum_steps} accum x "
+              f"{world} procs = {effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} "
+              f"(min {min_lr:.3g}), warmup {args.warmup_epochs} of {args.epochs} epochs")
+        print(f"tokens: {cfg.num_tokens} = {cfg.grid}, visible {cfg.num_visible}, masked "
+              f"{cfg.num_tokens - cfg.num_visible} ({cfg.mask_type}, rho {cfg.mask_ratio}); parameters: "
+              f"sampler {n_sampler / 1e6:.2f}M, MAE {(n_all - n_sampler) / 1e6:.2f}M")
+        if resume:
+            print(f"resumed from {resume} at step {step}, epoch {start_epoch}")
+
+    enrich = None
+    if synthetic_root is not None and is_main:
+        enrich = load_enrichment_clips(synthetic_root, cfg, args.stride)
+    vis_clip = enrich[0][:1] if enrich is not None else None
+
+    def log(record):
+        with open(out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def measure(step):
+        prob, vis = foreground_enrichment(raw, *enrich, device)
+        log({"step": step, "enrichment": prob, "enrichment_visible": vis})
+        return prob, vis
+
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    t_log, clips_since = time.time(), 0
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(args.seed + 1000 * epoch + rank)  # resuming at an epoch replays it exactly
+        skipped = torch.zeros((), dtype=torch.long)
+        batches = iter(loader)
+        for _ in range(steps_per_epoch):
+            if args.max_steps is not None and step >= args.max_steps:
+                break
+            micro = []
+            for _ in range(args.accum_steps):
+                video, _, bad = next(batches)
+                skipped += bad.sum()
+                micro.append(video.flatten(0, 1) if args.repeat_aug > 1 else video)  # (B*R, 3, T, H, W)
+            micro = [v.to(device, non_blocking=True) for v in micro]
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr)
+            stats = train_step(ddp_model, micro, optimizer, scaler, autocast, args.clip_grad)
+            finite &= torch.isfinite(stats).all()
+            step += 1
+            clips_since += sum(len(v) for v in micro) * world
+            bar.update()
+            if step % args.log_every == 0 or step == total_steps:
+                if not finite:  # the last good checkpoint stays as it is
+                    raise FloatingPointError(f"non-finite loss (loss, recon, sampling) = {stats.tolist()} by step "
+                                             f"{step}; stopped without saving: {ckpt_path} is the last good state")
+                loss, recon, samp = stats.tolist()
+                speed = clips_since / (time.time() - t_log)
+                t_log, clips_since = time.time(), 0
+                current_lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{loss:.4f}", recon=f"{recon:.4f}", samp=f"{samp:.3f}",
+                                lr=f"{current_lr:.2e}", clips_s=f"{speed:.1f}")
+                if is_main:
+                    log({"step": step, "epoch": epoch, "loss": loss, "recon_loss": recon, "sampling_loss": samp,
+                         "lr": current_lr, "clips_per_s": speed})
+            if enrich is not None and args.eval_every and step % args.eval_every == 0:
+                prob, vis = measure(step)
+                bar.write(f"step {step}: foreground enrichment {prob:.2f} (sampled visible tokens {vis:.2f})")
+            if is_main and vis_clip is not None and args.vis_every and step % args.vis_every == 0:
+                write_picture(raw, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
+        else:  # the epoch ran to its end
+            if not finite:
+                raise FloatingPointError(f"non-finite loss in epoch {epoch}; stopped without saving: "
+                                         f"{ckpt_path} is the last good state")
+            if world > 1:
+                dist.all_reduce(skipped)
+            if is_main:
+                if skipped:
+                    warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
+                log({"epoch": epoch, "skipped_videos": int(skipped)})
+                if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+                    save_checkpoint(ckpt_path, raw, optimizer, scaler, step, epoch, cfg, args)
+            continue
+        break  # max_steps reached inside the epoch: its partial progress is not checkpointed
+    bar.close()
+    if is_main:
+        if enrich is not None:
+            prob, vis = measure(step)
+            print(f"final foreground enrichment: {prob:.2f} of the sampler's probability, {vis:.2f} of the "
+                  f"sampled visible tokens (1.00 = random masking), on {len(enrich[0])} held-out clips")
+            write_picture(raw, vis_clip.to(device), out_dir / "vis" / "final.png")
+        print(f"checkpoint: {ckpt_path}")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def write_picture(model, clip, path):
+    from visualize import save_figure  # the picture needs nothing else from training
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    save_figure(model, clip, path)
+    model.train()
+
+
+if __name__ == "__main__":
+    main()

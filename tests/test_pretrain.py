@@ -1,0 +1,181 @@
+"""pretrain.py: real training steps, resume, non-finite stop, DDP equivalence, enrichment geometry."""
+
+import hashlib
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import pretrain
+from adamae import AdaMAE, AdaMAEConfig
+from pretrain import foreground_tokens, get_lr, make_optimizer, train_step
+
+
+def run_args(root, out_dir, *extra):
+    """Tiny preset on the 4 training videos of the shared synthetic set: 2 steps of 2 clips per epoch."""
+    return ["--data", str(root / "train.csv"), "--out_dir", str(out_dir), "--batch_size", "2", "--stride", "2",
+            "--num_workers", "0", "--epochs", "2", "--warmup_epochs", "1", "--base_lr", "0.05", "--log_every", "1",
+            "--eval_every", "0", "--vis_every", "0", *extra]
+
+
+def read_log(out_dir):
+    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
+def losses_by_step(records):
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsys):
+    pretrain.main(run_args(synthetic_root, tmp_path))
+    printed = capsys.readouterr().out
+    assert "lr = 0.05 x 2/256" in printed and "visible 25, masked 487" in printed
+    losses = losses_by_step(read_log(tmp_path))
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(list(losses.values()))))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4 and ckpt["epoch"] == 1
+    assert AdaMAEConfig.from_dict(ckpt["config"]) == AdaMAEConfig.preset("tiny")
+    assert set(ckpt) >= {"model", "optimizer", "scaler", "args"}
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_resume_continues_the_same_steps_with_the_same_losses(synthetic_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain.main(run_args(synthetic_root, straight))
+    pretrain.main(run_args(synthetic_root, resumed, "--max_steps", "2"))  # stops after epoch 0
+    assert torch.load(resumed / "checkpoint.pt", weights_only=True)["step"] == 2
+    pretrain.main(run_args(synthetic_root, resumed))  # picks up out_dir/checkpoint.pt by itself
+    expected, got = losses_by_step(read_log(straight)), losses_by_step(read_log(resumed))
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    pretrain.main(run_args(synthetic_root, tmp_path, "--max_steps", "2", "--epochs", "3"))
+    ckpt = tmp_path / "checkpoint.pt"
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+    real_step = pretrain.train_step
+
+    def poisoned(model, *args, **kwargs):  # a weight goes bad, as after an overflow
+        with torch.no_grad():
+            model.head.weight[0, 0] = float("nan")
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "train_step", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite loss.*last good state"):
+        pretrain.main(run_args(synthetic_root, tmp_path, "--epochs", "3"))
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(synthetic_root, tmp_path):
+    pretrain.main(run_args(synthetic_root, tmp_path, "--max_steps", "2"))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        pretrain.main(run_args(synthetic_root, tmp_path, "--mask_ratio", "0.9"))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert get_lr(0, 100, 10, 1.0, 0.1) == 0.0
+    assert get_lr(5, 100, 10, 1.0, 0.1) == pytest.approx(0.5)
+    assert get_lr(10, 100, 10, 1.0, 0.1) == pytest.approx(1.0)
+    assert get_lr(55, 100, 10, 1.0, 0.1) == pytest.approx(0.55)
+    assert get_lr(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+
+
+def test_weight_decay_groups_cover_every_parameter_once():
+    model = AdaMAE(AdaMAEConfig.preset("tiny"))
+    opt = make_optimizer(model, 1e-3, 0.05, (0.9, 0.95), torch.device("cpu"))
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    no_decay = {id(p) for p in opt.param_groups[1]["params"]}
+    named = dict(model.named_parameters())
+    for name in ("mask_token", "sampler.pos_embed", "encoder.norm.weight", "head.bias"):
+        assert id(named[name]) in no_decay, name
+    assert id(named["encoder.blocks.0.attn.qkv.weight"]) not in no_decay
+
+
+def test_foreground_tokens_of_a_box():
+    cfg = AdaMAEConfig.preset("tiny")  # 64 px, 8 px patches, 2-frame tubelets: grid (8, 8, 8)
+    boxes = [[16, 8, 24, 16]] * 32  # video pixels (x0, y0, x1, y1), video of 64 px: scale 1
+    fg = foreground_tokens(boxes, list(range(0, 32, 2)), cfg, 64).reshape(8, 8, 8)
+    assert fg.sum() == 8 and fg[:, 1, 2].all()  # row 1 (y 8..16), column 2 (x 16..24), every slice
+    moving = [[0, 0, 8, 8]] * 2 + [[56, 56, 64, 64]] * 30  # the box jumps after frame 1
+    fg = foreground_tokens(moving, list(range(16)), cfg, 64).reshape(8, 8, 8)
+    assert fg[0, 0, 0] and not fg[0, 7, 7] and fg[1:, 7, 7].all() and not fg[1:, 0, 0].any() and fg.sum() == 8
+
+
+# ----------------------------------------------------------------------------- DDP
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FixedMask(torch.nn.Module):
+    """Feeds each rank its slice of a fixed mask, so 2 ranks and 1 process see the same batch."""
+
+    def __init__(self, model, mask):
+        super().__init__()
+        self.model, self.mask = model, mask
+
+    def forward(self, video):
+        return self.model(video, mask=self.mask)
+
+
+def small_config(**kw):
+    return AdaMAEConfig(img_size=32, num_frames=4, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=4,
+                        decoder_dim=16, decoder_depth=1, decoder_heads=2, sampler_heads=4, mask_ratio=0.75, **kw)
+
+
+def fixed_batch():
+    g = torch.Generator().manual_seed(1)
+    video = torch.randn(4, 3, 4, 32, 32, generator=g)
+    mask = torch.rand(4, 32, generator=g).argsort(dim=1).argsort(dim=1) >= 8  # 8 visible per row
+    return video, mask
+
+
+def train_fixed(rank, world, steps=3):
+    """The same global batch of 4, split over `world` ranks, a few steps; returns the flat parameters."""
+    torch.manual_seed(0)
+    video, mask = fixed_batch()
+    share = slice(rank * 4 // world, (rank + 1) * 4 // world)
+    model = FixedMask(AdaMAE(small_config(mask_type="random")), mask[share])
+    # plain SGD: Adam would turn float noise in near-zero gradients into lr-sized differences
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
+    for _ in range(steps):
+        train_step(ddp, [video[share]], opt, torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False))
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def ddp_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.save(train_fixed(rank, world), os.path.join(out_dir, f"fixed{rank}.pt"))
+    # the adaptive model with accumulation (no_sync on the first micro-step): ranks must stay identical
+    torch.manual_seed(0)
+    model = AdaMAE(small_config())
+    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    opt = make_optimizer(model, 1e-2, 0.05, (0.9, 0.95), torch.device("cpu"))
+    torch.manual_seed(100 + rank)  # each rank its own data and masks
+    for _ in range(3):
+        micro = [torch.randn(2, 3, 4, 32, 32) for _ in range(2)]
+        train_step(ddp, micro, opt, torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False))
+    torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), os.path.join(out_dir, f"ada{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    fixed = [torch.load(tmp_path / f"fixed{r}.pt") for r in range(2)]
+    assert torch.equal(fixed[0], fixed[1])
+    torch.testing.assert_close(fixed[0], train_fixed(0, 1), rtol=1e-5, atol=1e-6)
+    ada = [torch.load(tmp_path / f"ada{r}.pt") for r in range(2)]
+    assert torch.equal(ada[0], ada[1])
