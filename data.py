@@ -10,7 +10,7 @@ Owns everything between a file on disk and the (B, 3, T, H, W) batch the model s
   * transforms   `train_transform` (random resized crop + flip, identical on every frame),
                  `eval_crops` (short side resize + centre or 3 crops along the long side)
   * dataset      `VideoDataset`, which skips unreadable files with a warning and counts them
-  * synthetic    `make_synthetic`: a toy set of moving shapes over smooth backgrounds (label =
+  * synthetic    `make_synthetic`: a toy set of moving shapes over flat backgrounds (label =
                  direction) with per-frame object boxes, for CPU runs and the sampler's sanity check
 
 Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
@@ -459,19 +459,26 @@ def _distinct_colour(rng, c0, c1, min_distance=120.0):
             return colour
 
 
-def draw_video(rng, direction, num_frames, size):
+def draw_video(rng, direction, num_frames, size, background="flat"):
     """One synthetic video: a shape moving in a straight line at constant speed over a static
-    two-colour linear gradient (smooth on purpose: SPEC D, texture makes every token hard).
+    background, a flat colour or a two-colour linear gradient. Flat is the default on purpose: the
+    target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per patch,
+    plus codec noise) up to unit variance, so gradient patches are as hard to predict as the object
+    and the sampler has nothing to prefer (SPEC D; measured in the README).
 
     Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
     exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).
     """
+    if background not in ("flat", "gradient"):
+        raise ValueError(f"background must be 'flat' or 'gradient', got {background!r}")
     c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
+    if background == "flat":
+        c1 = c0
     angle = rng.uniform(0, 2 * np.pi)
     y, x = np.mgrid[:size, :size] / (size - 1)
     along = x * np.cos(angle) + y * np.sin(angle)
     t = (along - along.min()) / (along.max() - along.min())
-    background = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
+    backdrop = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
     colour = _distinct_colour(rng, c0, c1).astype(np.uint8)
     side = int(rng.integers(round(0.15 * size), round(0.30 * size) + 1))
     mask = _shape_mask(rng.choice(["square", "disc", "triangle"]), side)
@@ -481,16 +488,17 @@ def draw_video(rng, direction, num_frames, size):
     start = rng.uniform(0, room - travel)  # along the motion, leaving room for the whole path
     across = int(rng.integers(0, room + 1))
     sign = 1 if DIRECTIONS[direction] in ("right", "down") else -1
-    frames, boxes = np.repeat(background[None], num_frames, axis=0), []
+    frames, boxes = np.repeat(backdrop[None], num_frames, axis=0), []
     for i in range(num_frames):
         pos = start + speed * i if sign > 0 else room - start - speed * i
         x0, y0 = (round(pos), across) if direction < 2 else (across, round(pos))
         frames[i, y0:y0 + side, x0:x0 + side][mask] = colour
         boxes.append((x0, y0, x0 + side, y0 + side))
-    return frames, boxes, background
+    return frames, boxes, backdrop
 
 
-def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25):
+def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25,
+                   background="flat"):
     """Write the synthetic set under root and return its paths.
 
     root/videos/NNNNN.mp4 (H.264), root/train.csv and root/val.csv (VideoMAE lists, paths relative
@@ -503,7 +511,7 @@ def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, 
         raise ValueError(f"make_synthetic: size must be even for yuv420p, got {size}")
     root = Path(root)
     params = dict(num_videos=num_videos, num_frames=num_frames, size=size, fps=fps, seed=seed,
-                  val_fraction=val_fraction)
+                  val_fraction=val_fraction, background=background)
     paths = {name: root / file for name, file in
              [("train", "train.csv"), ("val", "val.csv"), ("boxes", "boxes.json"),
               ("params", "synthetic.json")]}
@@ -513,7 +521,7 @@ def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, 
     lines, boxes = {"train": [], "val": []}, {}
     for i in range(num_videos):
         name, label = f"videos/{i:05d}.mp4", i % len(DIRECTIONS)
-        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size)
+        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size, background)
         write_video(root / name, frames, fps)
         # Within each class the last val_fraction of its videos (rounded half up) go to val.
         rank, per_class = i // len(DIRECTIONS), len(range(label, num_videos, len(DIRECTIONS)))

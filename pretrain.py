@@ -37,6 +37,7 @@ DEFAULTS = {
     "stride": (4, "temporal stride between sampled frames (K400: 4; SSv2 in the reference: 2)"),
     "repeat_aug": (1, "clips cut from each decoded video (SpatioTemporal-MAE's repeated augmentation)"),
     "num_workers": (2, "DataLoader processes per GPU"),
+    "synthetic_background": ("flat", "without --data: flat | gradient backgrounds of the generated videos"),
     # model
     "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
@@ -242,20 +243,20 @@ def main(argv=None):
     if args.data is None:
         synthetic_root = out_dir / "synthetic"
         if is_main:
-            make_synthetic(synthetic_root, seed=0, **SYNTHETIC)
+            make_synthetic(synthetic_root, seed=0, background=args.synthetic_background, **SYNTHETIC)
         if world > 1:
             dist.barrier()  # the other ranks wait for the set to exist
         args.data = str(synthetic_root / "train.csv")
     torch.manual_seed(args.seed + rank)
 
     cfg = model_config(args)
-    model = AdaMAE(cfg).to(device)
+    model = AdaMAE(cfg).to(device)  # the module whose state is saved, whatever wraps it below
     autocast, scaler = amp_setup(args.dtype, device)
     dataset = VideoDataset(args.data, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size,
                            train=True, repeat_aug=args.repeat_aug)
-    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=args.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
+    data_sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                       seed=args.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=data_sampler, drop_last=True,
                                          num_workers=args.num_workers, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loader) // args.accum_steps
     if steps_per_epoch == 0:
@@ -272,16 +273,14 @@ def main(argv=None):
     if resume:
         ckpt = load_checkpoint(resume, model, optimizer, scaler)
         step, start_epoch = ckpt["step"], ckpt["epoch"] + 1
-    if args.compile:
-        model = torch.compile(model)
+    compiled = torch.compile(model) if args.compile else model
     # broadcast_buffers off: the only buffers are fixed tables, identical on every rank.
-    ddp_model = DDP(model, broadcast_buffers=False) if world > 1 else model
-    raw = model._orig_mod if args.compile else model  # the module whose state is saved
+    ddp_model = DDP(compiled, broadcast_buffers=False) if world > 1 else compiled
 
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        n_sampler = sum(p.numel() for p in raw.sampler.parameters()) if raw.sampler is not None else 0
-        n_all = sum(p.numel() for p in raw.parameters())
+        n_sampler = sum(p.numel() for p in model.sampler.parameters()) if model.sampler is not None else 0
+        n_all = sum(p.numel() for p in model.parameters())
         print(f"data {args.data}: {len(dataset)} videos; {world} process(es) on {device}; {steps_per_epoch} steps/epoch")
         print(f"effective batch {args.batch_size} videos x {args.repeat_aug} clips x {args.accum_steps} accum x "
               f"{world} procs = {effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} "
@@ -302,7 +301,7 @@ def main(argv=None):
             f.write(json.dumps(record) + "\n")
 
     def measure(step):
-        prob, vis = foreground_enrichment(raw, *enrich, device)
+        prob, vis = foreground_enrichment(model, *enrich, device)
         log({"step": step, "enrichment": prob, "enrichment_visible": vis})
         return prob, vis
 
@@ -310,7 +309,7 @@ def main(argv=None):
     finite = torch.ones((), dtype=torch.bool, device=device)
     t_log, clips_since = time.time(), 0
     for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
+        data_sampler.set_epoch(epoch)
         torch.manual_seed(args.seed + 1000 * epoch + rank)  # resuming at an epoch replays it exactly
         skipped = torch.zeros((), dtype=torch.long)
         batches = iter(loader)
@@ -347,7 +346,7 @@ def main(argv=None):
                 prob, vis = measure(step)
                 bar.write(f"step {step}: foreground enrichment {prob:.2f} (sampled visible tokens {vis:.2f})")
             if is_main and vis_clip is not None and args.vis_every and step % args.vis_every == 0:
-                write_picture(raw, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
+                write_picture(model, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
         else:  # the epoch ran to its end
             if not finite:
                 raise FloatingPointError(f"non-finite loss in epoch {epoch}; stopped without saving: "
@@ -359,7 +358,7 @@ def main(argv=None):
                     warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
                 log({"epoch": epoch, "skipped_videos": int(skipped)})
                 if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-                    save_checkpoint(ckpt_path, raw, optimizer, scaler, step, epoch, cfg, args)
+                    save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
             continue
         break  # max_steps reached inside the epoch: its partial progress is not checkpointed
     bar.close()
@@ -368,7 +367,7 @@ def main(argv=None):
             prob, vis = measure(step)
             print(f"final foreground enrichment: {prob:.2f} of the sampler's probability, {vis:.2f} of the "
                   f"sampled visible tokens (1.00 = random masking), on {len(enrich[0])} held-out clips")
-            write_picture(raw, vis_clip.to(device), out_dir / "vis" / "final.png")
+            write_picture(model, vis_clip.to(device), out_dir / "vis" / "final.png")
         print(f"checkpoint: {ckpt_path}")
     if world > 1:
         dist.destroy_process_group()

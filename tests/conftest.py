@@ -2,8 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from data import make_synthetic, write_video
+
+# Tiny test models on a 2-core machine: intra-op threads only spin against each other.
+torch.set_num_threads(1)
 
 GREY_STEP = 6  # frame i of the numbered video is a solid grey of level GREY_STEP * i
 NUMBERED_FRAMES = 40

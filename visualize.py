@@ -1,0 +1,327 @@
+"""See what the sampler sees: the paper's Fig. 4 (and Fig. 1, mask types side by side) as pictures.
+
+For one clip, `figure` draws 5 rows, one column per temporal slice of tubelets (the column shows
+the first of the slice's `tubelet_size` frames):
+
+  (a) input           the clip, un-normalised with the ImageNet mean/std
+  (b) P               the sampler's probability of each token (Eq. 3), a heat map scaled by the
+                      clip's largest P (dark = unlikely, bright yellow = the most likely token);
+                      random/tube/frame masks draw every token alike, so their row is uniform bright
+  (c) mask            visible patches as in the input, masked patches grey
+  (d) reconstruction  predicted patches turned back into pixels with each true patch's own
+                      per-channel mean and std (the inverse of `AdaMAE.target`); visible patches
+                      pasted from the input
+  (e) error           L_R^i of each masked token (`token_error`, Eq. 4) scaled by the clip's largest
+                      error, same colours as (b); visible tokens are grey (nothing was predicted)
+
+With several mask types (`--compare`, the paper's Fig. 1) the picture holds one such block per type,
+top to bottom, for the same model and clip: baselines enter through `model(video, mask=...)`.
+`animation_frames` shows the same five panels side by side for every frame of the clip. Heat maps
+use an approximation of matplotlib's "inferno". Small clips are enlarged by an integer
+nearest-neighbour factor so a tile is at least MIN_TILE pixels high. Pictures are written with PyAV:
+PNG stills, GIF (256-colour palette) or H.264 MP4 animations.
+
+    python visualize.py --checkpoint runs/pretrain/checkpoint.pt --video clip.mp4
+    python visualize.py --checkpoint runs/pretrain/checkpoint.pt --list runs/pretrain/synthetic/val.csv \
+        --index 0 --compare random,tube,frame,adaptive
+"""
+
+import argparse
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from adamae import AdaMAE, AdaMAEConfig, split_indices
+from convert import load_checkpoint_file, load_reference_pretrained
+from data import VideoDataset
+from sampler import BASELINE_MASKS, MASK_TYPES
+from tokenizer import IMAGENET_MEAN, IMAGENET_STD, patchify, unpatchify
+
+GREY = 128        # masked patches in (c), visible tokens in (e)
+GAP = 4           # white pixels between and around tiles
+MIN_TILE = 128    # small clips are enlarged until a tile is at least this high
+# "inferno" at 5 evenly spaced points, interpolated linearly in between
+INFERNO = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+
+
+def colormap(values):
+    """Floats in [0, 1], any shape -> uint8 RGB (..., 3)."""
+    stops = np.linspace(0, 1, len(INFERNO))
+    v = np.clip(values, 0, 1)
+    return np.stack([np.interp(v, stops, INFERNO[:, c]) for c in range(3)], axis=-1).round().astype(np.uint8)
+
+
+def to_uint8(x):
+    """Tensor in [0, 1] -> uint8 array."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def token_map(values, cfg):
+    """(N,) per-token values -> (T, H, W): every pixel of a tubelet carries its token's value."""
+    x = values.reshape(cfg.grid)
+    x = x.repeat_interleave(cfg.tubelet_size, 0).repeat_interleave(cfg.patch_size, 1)
+    return x.repeat_interleave(cfg.patch_size, 2)
+
+
+@torch.no_grad()
+def render(model, video, mask=None):
+    """One clip (1, C, T, H, W), ImageNet-normalised -> the five panels (a)-(e) for every frame,
+    uint8 (5, T, H, W, 3). `mask` (1, N) bool (True = masked) replaces the model's own draw; the
+    P row is then uniform, as it is for random/tube/frame models (no sampler chose the mask)."""
+    if video.shape[0] != 1:
+        raise ValueError(f"render takes one clip (1, C, T, H, W), got {tuple(video.shape)}")
+    cfg = model.cfg
+    was_training = model.training
+    model.eval()
+    out = model(video, mask=mask)
+    model.train(was_training)
+    N, C, t, p = cfg.num_tokens, cfg.in_chans, cfg.tubelet_size, cfg.patch_size
+    is_masked = out.mask.cpu()                                                  # (1, N)
+    masked = split_indices(is_masked, N - out.pred.shape[1])[1][0]              # (N - N_v,)
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, C, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, C, 1, 1, 1)
+    pixels = video.float().cpu() * std + mean                                   # (1, C, T, H, W) in [0, 1]
+    patches = patchify(pixels, p, t).reshape(1, N, -1, C)                       # (1, N, t*p*p, C)
+    # The decoder predicts patch-normalised pixels; undo that with the true patch's statistics.
+    pred = out.pred.float().cpu().reshape(1, len(masked), -1, C)
+    patch_mean = patches[:, masked].mean(dim=2, keepdim=True)
+    patch_std = patches[:, masked].std(dim=2, unbiased=True, keepdim=True)
+    recon = patches.clone()
+    recon[:, masked] = pred * (patch_std + 1e-6) + patch_mean
+    recon = unpatchify(recon.flatten(2), cfg.grid, p, t, C)                     # (1, C, T, H, W)
+
+    if out.log_probs is None:  # a baseline mask: every token equally likely
+        probs = torch.full((N,), 1.0 / N)
+    else:
+        probs = out.log_probs[0].float().cpu().exp()
+    error = torch.zeros(N)
+    error[masked] = out.token_error[0].float().cpu()
+    hidden = token_map(is_masked[0], cfg).numpy()[..., None]                     # (T, H, W, 1)
+
+    frames = to_uint8(pixels[0].permute(1, 2, 3, 0))                             # (T, H, W, 3)
+    prob_map = colormap(token_map(probs / probs.max(), cfg).numpy())
+    masked_frames = np.where(hidden, np.uint8(GREY), frames)
+    recon_frames = to_uint8(recon[0].permute(1, 2, 3, 0))
+    error_map = colormap(token_map(error / error.max().clamp_min(1e-12), cfg).numpy())
+    error_map = np.where(hidden, error_map, np.uint8(GREY))
+    return np.stack([frames, prob_map, masked_frames, recon_frames, error_map])
+
+
+def upscale_factor(size):
+    """Integer nearest-neighbour factor that makes a tile of `size` pixels at least MIN_TILE high."""
+    return max(1, -(-MIN_TILE // size))
+
+
+def tile(images):
+    """(rows, cols, h, w, 3) uint8 -> one picture: each image enlarged by upscale_factor(h),
+    GAP white pixels between and around them."""
+    rows, cols, h, w, _ = images.shape
+    s = upscale_factor(h)
+    h, w = h * s, w * s
+    canvas = np.full((rows * (h + GAP) + GAP, cols * (w + GAP) + GAP, 3), 255, dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = GAP + r * (h + GAP), GAP + c * (w + GAP)
+            canvas[top:top + h, left:left + w] = images[r, c].repeat(s, axis=0).repeat(s, axis=1)
+    return canvas
+
+
+def stack(pictures):
+    """Pictures of equal width, one above the other, with a wider white band between them."""
+    band = np.full((3 * GAP, pictures[0].shape[1], 3), 255, dtype=np.uint8)
+    parts = [part for picture in pictures for part in (band, picture)][1:]
+    return np.concatenate(parts, axis=0)
+
+
+def still(blocks, tubelet_size):
+    """Panels of one or more blocks (each from `render`) -> per block 5 rows x T/t columns."""
+    return stack([tile(panels[:, ::tubelet_size]) for panels in blocks])
+
+
+def moving(blocks):
+    """Panels of one or more blocks -> one picture per frame, each block's 5 panels in a row."""
+    return [stack([tile(panels[None, :, f]) for panels in blocks]) for f in range(blocks[0].shape[1])]
+
+
+def figure(model, video, mask=None):
+    """The Fig. 4 picture of one clip (1, C, T, H, W): uint8 (height, width, 3), rows (a)-(e)."""
+    return still([render(model, video, mask)], model.cfg.tubelet_size)
+
+
+def animation_frames(model, video, mask=None):
+    """One uint8 picture per frame: input | P | mask | reconstruction | error."""
+    return moving([render(model, video, mask)])
+
+
+# ----------------------------------------------------------------------------- writing files
+
+def save_png(image, path):
+    """uint8 (H, W, 3) RGB -> PNG file, encoded by PyAV."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.height, stream.width = image.shape[:2]
+        stream.pix_fmt = "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def rgb15(pixels):
+    """uint8 (..., 3) -> (...,) index of the colour at 5 bits per channel, one of 32768 bins."""
+    p = pixels.astype(np.int64) >> 3
+    return (p[..., 0] << 10) | (p[..., 1] << 5) | p[..., 2]
+
+
+def gif_palette(frames):
+    """GIF holds 256 colours: the 256 most frequent 5-bit colours of all frames (each entry the mean
+    colour of its bin) and a lookup table from each of the 32768 bins to its nearest entry."""
+    pixels = np.concatenate([f.reshape(-1, 3) for f in frames])
+    codes = rgb15(pixels)
+    counts = np.bincount(codes, minlength=1 << 15)
+    top = np.argsort(-counts, kind="stable")[:256]
+    sums = np.stack([np.bincount(codes, weights=pixels[:, c], minlength=1 << 15)[top] for c in range(3)], 1)
+    palette = np.round(sums / np.maximum(counts[top], 1)[:, None]).astype(np.uint8)   # (256, 3)
+    bins = np.arange(1 << 15)
+    centres = (np.stack([bins >> 10, (bins >> 5) & 31, bins & 31], 1) * 8 + 4).astype(np.float32)
+    entries = palette.astype(np.float32)
+    distance = (centres ** 2).sum(1, keepdims=True) - 2 * centres @ entries.T + (entries ** 2).sum(1)
+    return palette, distance.argmin(1).astype(np.uint8)
+
+
+def save_animation(frames, path, fps=4):
+    """uint8 (H, W, 3) frames -> .gif (one shared 256-colour palette) or .mp4 (H.264), by PyAV."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        palette, lookup = gif_palette(frames)
+        argb = np.concatenate([np.full((256, 1), 255, np.uint8), palette], axis=1)  # PyAV takes ARGB
+        video = [av.VideoFrame.from_ndarray((lookup[rgb15(f)], argb), format="pal8") for f in frames]
+    elif suffix == ".mp4":  # yuv420p needs even sides: pad with white
+        pad = ((0, frames[0].shape[0] % 2), (0, frames[0].shape[1] % 2), (0, 0))
+        video = [av.VideoFrame.from_ndarray(np.pad(f, pad, constant_values=255), format="rgb24") for f in frames]
+    else:
+        raise ValueError(f"{path}: animations are written as .gif or .mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("gif" if suffix == ".gif" else "libx264", rate=fps)
+        stream.height, stream.width = video[0].height, video[0].width
+        stream.pix_fmt = "pal8" if suffix == ".gif" else "yuv420p"
+        for frame in video:
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def save_blocks(blocks, tubelet_size, png_path, anim_path=None, fps=4):
+    """Blocks of panels (from `render`) -> the still as PNG and, if anim_path is given, the animation."""
+    save_png(still(blocks, tubelet_size), png_path)
+    if anim_path is not None:
+        save_animation(moving(blocks), anim_path, fps)
+
+
+def save_figure(model, video, png_path, anim_path=None, mask=None):
+    """Write the Fig. 4 still to png_path and, if given, the animation (.gif or .mp4), both from
+    the same forward pass (the same drawn mask)."""
+    save_blocks([render(model, video, mask)], model.cfg.tubelet_size, png_path, anim_path)
+
+
+# ----------------------------------------------------------------------------- command line
+# name: (default, help). argparse is generated from this table, as in pretrain.py.
+DEFAULTS = {
+    # what to draw
+    "checkpoint": (None, "pretrain.py checkpoint, or an authors' released pre-training checkpoint (required)"),
+    "video": (None, "a video file (or give --list)"),
+    "list": (None, "a VideoMAE list file ('path label' per line); --index picks the line"),
+    "index": (0, "line of --list to draw, from 0"),
+    "stride": (4, "temporal stride between sampled frames (K400: 4; SSv2 in the reference: 2)"),
+    # which masks
+    "mask_type": (None, "adaptive | random | tube | frame; default: the checkpoint's own"),
+    "compare": (None, "comma-separated mask types, one block each (paper Fig. 1), e.g. random,tube,frame,adaptive"),
+    "mask_ratio": (None, "rho for every block; default: the checkpoint's"),
+    "seed": (0, "seeds the mask draws"),
+    "preset": ("base", "AdaMAEConfig preset of an authors' checkpoint (it stores no config of ours)"),
+    # output
+    "out": ("out/visualize", "folder for NAME_MASKTYPES.png and the animation"),
+    "animation": ("gif", "gif | mp4 | none"),
+    "fps": (4, "animation frames per second"),
+}
+TYPES = {"checkpoint": str, "video": str, "list": str, "mask_type": str, "compare": str, "mask_ratio": float}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, (value, help) in DEFAULTS.items():
+        parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    args = parser.parse_args(argv)
+    if args.checkpoint is None or (args.video is None) == (args.list is None):
+        parser.error("give --checkpoint and exactly one of --video, --list")
+    if args.mask_type and args.compare:
+        parser.error("give --mask_type or --compare, not both")
+    chosen = args.compare or args.mask_type
+    args.mask_types = [t.strip() for t in chosen.split(",")] if chosen else []
+    unknown = [t for t in args.mask_types if t not in MASK_TYPES]
+    if unknown:
+        parser.error(f"unknown mask types {unknown}; choose from {', '.join(MASK_TYPES)}")
+    if args.animation not in ("gif", "mp4", "none"):
+        parser.error(f"--animation must be gif, mp4 or none, got {args.animation!r}")
+    if args.preset not in AdaMAEConfig.PRESETS:
+        parser.error(f"--preset must be one of {sorted(AdaMAEConfig.PRESETS)}")
+    return args
+
+
+def load_model(path, preset="base", mask_ratio=None):
+    """A checkpoint of pretrain.py (it stores its config) or an authors' pre-training checkpoint
+    (config = `preset`, see convert.py) -> AdaMAE in eval mode; mask_ratio overrides rho."""
+    checkpoint = load_checkpoint_file(path)
+    overrides = {} if mask_ratio is None else {"mask_ratio": mask_ratio}
+    if "config" not in checkpoint:
+        return load_reference_pretrained(checkpoint, preset, **overrides)
+    model = AdaMAE(AdaMAEConfig.from_dict({**checkpoint["config"], **overrides}))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+def mask_for(model, mask_type):
+    """None when the model draws this type itself (its own type), else a baseline mask (1, N)."""
+    cfg = model.cfg
+    if mask_type == cfg.mask_type:
+        return None
+    if mask_type == "adaptive":
+        raise ValueError(f"this model was trained with {cfg.mask_type!r} masking: "
+                         "it has no sampler to draw adaptive masks")
+    return BASELINE_MASKS[mask_type](1, cfg.grid, cfg.mask_ratio)
+
+
+def read_clip(cfg, video=None, list_file=None, index=0, stride=4):
+    """The evaluation clip (centre in time, short side resized, centre crop) as (1, 3, T, S, S)."""
+    dataset = VideoDataset([(video, -1)] if video else list_file, cfg.num_frames, stride, cfg.img_size,
+                           train=False, max_failures=1)
+    if not 0 <= index < len(dataset):
+        raise ValueError(f"--index {index} is out of range: {list_file} lists {len(dataset)} videos")
+    clip, _, _ = dataset[index]
+    return clip[None]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model = load_model(args.checkpoint, args.preset, args.mask_ratio)
+    cfg = model.cfg
+    video = read_clip(cfg, args.video, args.list, args.index, args.stride)
+    types = args.mask_types or [cfg.mask_type]
+    torch.manual_seed(args.seed)
+    blocks = [render(model, video, mask_for(model, t)) for t in types]
+    name = Path(args.video).stem if args.video else f"{Path(args.list).stem}_{args.index}"
+    png = Path(args.out) / f"{name}_{'-'.join(types)}.png"
+    anim = None if args.animation == "none" else png.with_suffix("." + args.animation)
+    save_blocks(blocks, cfg.tubelet_size, png, anim, args.fps)
+    print(f"{cfg.num_tokens} tokens, rho = {cfg.mask_ratio}; blocks top to bottom: {', '.join(types)}")
+    for path in (png, anim):
+        if path is not None:
+            print(f"wrote {path}")
+    return png, anim
+
+
+if __name__ == "__main__":
+    main()
