@@ -1,0 +1,93 @@
+"""bench.py: one real benchmarked configuration end to end, the FLOP count against torch's counter,
+the host-read detector, and the data-pipeline measurements on a short generated video."""
+
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import bench
+from adamae import AdaMAE, AdaMAEConfig
+from pretrain import amp_setup, make_optimizer, train_step
+
+
+def test_one_configuration_prints_the_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    # One thread: a second one only waits for a busy core when the machine runs other work.
+    bench.main(["--configs", "adaptive:0.95", "--steps", "1", "--warmup", "0", "--batch", "2", "--threads", "1",
+                "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "| mask | ρ | visible | GFLOP/clip | step (ms) | clips/s | peak RSS growth (GiB) |" in printed
+    assert "| adaptive | 0.95 | 25/512 |" in printed
+    result = json.loads(out.read_text())
+    assert result["meta"]["preset"] == "tiny" and result["meta"]["batch"] == 2 and result["meta"]["dtype"] == "fp32"
+    (row,) = result["rows"]
+    assert row["mask_type"] == "adaptive" and row["num_visible"] == 25 and len(row["step_ms_each"]) == 1
+    assert row["step_ms"] > 0 and row["clips_per_s"] == pytest.approx(2 / (row["step_ms"] / 1e3))
+    assert row["train_gflop_per_clip"] == pytest.approx(bench.train_flops(AdaMAEConfig.preset("tiny")) / 1e9)
+    assert row["tflops"] > 0 and row["mfu"] is None  # no peak is known for a CPU
+    assert 0 < row["peak_memory_bytes"] < 4 * 2 ** 30
+    assert row["host_reads"] == [] and row["cuda_syncs"] is None
+    assert set(row["stage_share"]) == {"sampler", "encoder", "decoder", "loss", "other"}
+    assert sum(row["stage_share"].values()) == pytest.approx(1)
+    assert all(row["stage_ms"][name] > 0 for name in bench.STAGES)
+
+
+@pytest.mark.parametrize("mask_type", ["adaptive", "tube", "frame"])
+def test_flop_count_matches_torch_flop_counter(mask_type):
+    """Forward per stage exactly, and forward + backward in total. The math attention backend turns
+    attention into bmm calls the counter sees (the CPU's fused kernel has no FLOP formula)."""
+    cfg = AdaMAEConfig.preset("tiny", mask_type=mask_type, mask_ratio=0.875 if mask_type == "frame" else 0.9,
+                              encoder_depth=2)
+    model, batch = AdaMAE(cfg), 2
+    video = torch.randn(batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    with sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as forward:
+            out = model(video)
+        with FlopCounterMode(display=False) as step:
+            model(video).loss.backward()
+    counted = {name: sum(ops.values()) for name, ops in forward.get_flop_counts().items()}
+    expected = bench.forward_flops(cfg)
+    assert counted["AdaMAE.tokenizer"] == batch * expected["tokenizer"]
+    assert counted.get("AdaMAE.sampler", 0) == batch * expected["sampler"]
+    assert counted["AdaMAE.encoder"] == batch * expected["encoder"]
+    decoder = sum(counted.get(f"AdaMAE.{m}", 0) for m in ("encoder_to_decoder", "decoder", "head"))
+    assert decoder == batch * expected["decoder"]
+    assert counted["Global"] == batch * sum(expected.values())
+    assert out.loss.isfinite()
+    assert sum(step.get_flop_counts()["Global"].values()) == batch * bench.train_flops(cfg)
+
+
+def test_host_reads_sees_syncing_calls_and_none_in_the_training_step():
+    x = torch.randn(8)
+    calls = bench.host_reads(lambda: (x.sum().item(), x[x > 0], bool(x.any()), x.nonzero()))
+    assert [c.split()[-1] for c in calls] == ["item", "__getitem__", "__bool__", "nonzero"]
+    assert all(c.startswith("test_bench.py:") for c in calls)
+    for mask_type in ("adaptive", "random", "tube", "frame"):
+        cfg = AdaMAEConfig.preset("tiny", mask_type=mask_type, mask_ratio=0.875, img_size=32, encoder_depth=1,
+                                  decoder_depth=1)
+        model = AdaMAE(cfg)
+        optimizer = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
+        autocast, scaler = amp_setup("fp32", torch.device("cpu"))
+        video = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+        assert bench.host_reads(lambda: train_step(model, [video], optimizer, scaler, autocast)) == [], mask_type
+
+
+def test_parse_configs():
+    assert bench.parse_configs("adaptive:0.95, tube:0.9") == [("adaptive", 0.95), ("tube", 0.9)]
+    with pytest.raises(ValueError, match="mask_type:rho"):
+        bench.parse_configs("patch:0.9")
+
+
+def test_seek_speedup_and_loader_on_a_short_video(tmp_path):
+    video = dict(width=160, height=120, fps=25, seconds=8)
+    path = bench.make_video(tmp_path, seed=0, gop=12, **video)
+    assert bench.make_video(tmp_path, seed=0, gop=12, **video) == path  # made once
+    assert not list(tmp_path.glob("*.partial.mp4"))
+    # It raises if seeking returns other frames. Its speed is bench's to report, not a test's to assert:
+    # a busy machine turns these few milliseconds around.
+    seek = bench.seek_speedup(path, num_frames=8, stride=2, starts=2, repeats=1)
+    assert seek["seek_ms"] > 0 and seek["speedup"] == pytest.approx(seek["full_ms"] / seek["seek_ms"])
+    assert bench.loader_clips_per_s([path], workers=1, repeat_aug=2, clips=4, img_size=32) > 0
