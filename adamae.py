@@ -141,6 +141,10 @@ class AdaMAE(nn.Module):
         # Tokenizer initialised like a Linear over the flattened tubelet (as MAE), not Conv3d's default.
         nn.init.xavier_uniform_(self.tokenizer.proj.weight.view(self.cfg.encoder_dim, -1))
         nn.init.trunc_normal_(self.mask_token, std=0.02)  # as VideoMAE
+        if self.sampler is not None:
+            # A zero head makes P uniform at step 0: AdaMAE starts as random masking, so any preference
+            # the sampler shows later was learned (a random head already favours whatever looks unusual).
+            nn.init.zeros_(self.sampler.head.weight)
 
     def forward(self, video, mask=None):
         """video (B, C, T, H, W), ImageNet-normalised. `mask` (B, N) bool bypasses the sampler."""

@@ -69,7 +69,7 @@ DEFAULTS = {
 TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "clip_grad": float, "dtype": str,
          "resume": str, "max_steps": int}
 # The embedded demo (no --data): what a 2-core laptop trains in about 4 minutes on the synthetic set.
-DEMO = dict(epochs=60, warmup_epochs=4, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
+DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
 
 
@@ -305,6 +305,9 @@ def main(argv=None):
         log({"step": step, "enrichment": prob, "enrichment_visible": vis})
         return prob, vis
 
+    if enrich is not None and step == 0:
+        prob, vis = measure(step)
+        print(f"foreground enrichment before training: {prob:.2f} (sampled visible tokens {vis:.2f})")
     bar = tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True)
     finite = torch.ones((), dtype=torch.bool, device=device)
     t_log, clips_since = time.time(), 0

@@ -178,8 +178,14 @@ def grads_by_owner(model):
     return split
 
 
+def test_sampler_starts_uniform():
+    out = AdaMAE(small_cfg())(video_for(small_cfg()))
+    torch.testing.assert_close(out.log_probs, torch.full_like(out.log_probs, -math.log(32)))
+
+
 def test_sampling_loss_reaches_only_the_sampler():
     model = AdaMAE(small_cfg())
+    torch.nn.init.normal_(model.sampler.head.weight)  # past its zero init, so every sampler weight gets a gradient
     model(video_for(model.cfg)).sampling_loss.backward()
     split = grads_by_owner(model)
     assert any(nonzero for _, nonzero in split["sampler"])
