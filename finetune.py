@@ -1,0 +1,530 @@
+"""Fine-tune a pre-trained AdaMAE encoder for action classification (paper Sec. 4, Tables 2-3; SPEC A.8).
+
+    python finetune.py              # the demo: fine-tune runs/pretrain/checkpoint.pt and train from scratch, CPU
+    python finetune.py --scratch    # the demo's from-scratch run only
+    torchrun --nproc_per_node=8 finetune.py --data ssv2_train.csv --val ssv2_val.csv --sampling segment \\
+        --base_lr 5e-4 --epochs 50 --test_clips 2 --pretrained runs/ssv2/checkpoint.pt      # the paper's SSv2 recipe
+
+The classifier is the pre-trained encoder over ALL tokens (no masking) with the fixed sinusoid table, mean
+pooling, LayerNorm and a linear head. Training: AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
+label smoothing (soft-target cross-entropy). Each epoch reports single-view validation top-1 (best.pt keeps
+the best); the end reports the multi-view test: K clips x 3 crops per video, softmax averaged.
+"""
+
+import argparse
+import json
+import math
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from adamae import AdaMAEConfig
+from convert import load_checkpoint_file
+from data import VideoDataset, make_synthetic
+from pretrain import amp_setup, get_lr, no_weight_decay, save_checkpoint, setup_distributed
+from tokenizer import Tokenizer, sinusoid_table
+from vit import Transformer, init_weights
+
+# ----------------------------------------------------------------------------- defaults
+# name: (default, help). argparse is generated from this table; `python finetune.py --help` prints it.
+DEFAULTS = {
+    # data
+    "data": (None, "training list file ('path label' per line) or a folder per class; none = the synthetic demo"),
+    "val": (None, "validation list or folder: per-epoch top-1 and the final multi-view test"),
+    "num_classes": (None, "default: the largest label + 1"),
+    "sampling": ("dense", "dense (Kinetics: frames at a fixed stride) | segment (SSv2: one frame per segment)"),
+    "stride": (4, "temporal stride of dense sampling"),
+    "flip": (None, "random horizontal flip; default: on for dense sampling, off for segment sampling "
+                   "(SSv2 labels such as 'left to right') and for the synthetic demo (labels are directions)"),
+    "test_clips": (5, "final test: temporal clips per video, spread evenly (K400: 5; SSv2: 2)"),
+    "test_crops": (3, "final test: spatial crops per clip along the long side"),
+    "num_workers": (2, "DataLoader processes per GPU"),
+    # model
+    "pretrained": (None, "checkpoint.pt of pretrain.py: its config fixes the architecture, its encoder the init"),
+    "scratch": (False, "random init: the architecture of --pretrained when given, else --preset"),
+    "compare": (False, "after fine-tuning --pretrained, train the same model from scratch and print both"),
+    "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
+    "drop_path": (0.1, "stochastic depth, rising linearly to this rate over the blocks"),
+    # optimisation (SPEC A.8)
+    "batch_size": (8, "videos per process per micro-step"),
+    "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
+    "epochs": (100, "training epochs (K400: 100; SSv2: 50)"),
+    "warmup_epochs": (5, "linear warmup, then cosine to min_lr"),
+    "base_lr": (1e-3, "lr = base_lr * effective_batch / 256 (K400: 1e-3; SSv2: 5e-4)"),
+    "min_lr": (1e-6, "final lr, scaled like the lr"),
+    "weight_decay": (0.05, "AdamW weight decay (none on biases and norms)"),
+    "layer_decay": (0.75, "lr of layer l is scaled by layer_decay^(top - l); patch embedding = 0, head = top"),
+    "clip_grad": (None, "max gradient norm; default: no clipping"),
+    "mixup": (0.8, "mixup alpha; 0 = off"),
+    "cutmix": (1.0, "cutmix alpha (boxes over H and W, the same on every frame); 0 = off"),
+    "smoothing": (0.1, "label smoothing"),
+    # system
+    "dtype": (None, "bf16 | fp16 | fp32; default: bf16 on CUDA when supported, else fp32"),
+    "compile": (False, "torch.compile the model"),
+    "seed": (0, "random seed (each rank and epoch derives its own)"),
+    "out_dir": ("runs/finetune", "runs go to out_dir/pretrained and out_dir/scratch (checkpoint.pt, best.pt, "
+                                 "log.jsonl); the demo's videos to out_dir/synthetic"),
+    "resume": (None, "checkpoint to resume from; default: the run's checkpoint.pt when it exists"),
+    "eval": (False, "no training: the multi-view test of the resumed checkpoint (e.g. --resume .../best.pt)"),
+    "log_every": (20, "optimizer steps between log lines"),
+    "save_every": (1, "epochs between checkpoints"),
+    "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
+}
+TYPES = {"data": str, "val": str, "num_classes": int, "pretrained": str, "clip_grad": float, "dtype": str,
+         "resume": str, "max_steps": int}
+# The embedded demo (no --data): each run about 2 minutes on 2 CPU cores (175 steps). The videos are square,
+# so 3 crops along the long side would be 3 copies of one crop: 2 clips x 1 crop.
+DEMO = dict(pretrained="runs/pretrain/checkpoint.pt", compare=True, flip=False, epochs=5, warmup_epochs=1,
+            base_lr=0.03, num_workers=1, test_clips=2, test_crops=1, log_every=10)
+# Labelled videos of its own (another seed than pre-training's): 280 train / 120 val, for a steadier top-1.
+SYNTHETIC = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3)
+
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, (value, help) in DEFAULTS.items():
+        if isinstance(value, bool) or key == "flip":
+            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
+        else:
+            parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    if parser.parse_known_args(argv)[0].data is None:
+        parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
+    args = parser.parse_args(argv)
+    if args.scratch or args.eval:
+        args.compare = False  # --scratch alone is the from-scratch run only
+    if args.flip is None:
+        args.flip = args.sampling == "dense"
+    return args
+
+
+# ----------------------------------------------------------------------------- model
+
+class VideoClassifier(nn.Module):
+    """(B, 3, T, H, W) video -> (B, num_classes) logits: the AdaMAE encoder over all N tokens, mean pooling,
+    LayerNorm, Linear. Parameter names match `convert.reference_to_classifier` (VideoMAE's classifiers)."""
+
+    def __init__(self, cfg: AdaMAEConfig, num_classes, drop_path=0.1):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = Tokenizer(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, cfg.encoder_dim)
+        # No final norm: mean pooling then fc_norm replaces it, as in VideoMAE's fine-tuning model.
+        self.encoder = Transformer(cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, cfg.mlp_ratio, drop_path,
+                                   final_norm=False)
+        self.fc_norm = nn.LayerNorm(cfg.encoder_dim, eps=1e-6)
+        self.head = nn.Linear(cfg.encoder_dim, num_classes)
+        # Fixed table: not a parameter, not saved; a buffer only so that .to(device) moves it.
+        self.register_buffer("pos", sinusoid_table(cfg.num_tokens, cfg.encoder_dim), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        self.apply(init_weights)
+        nn.init.xavier_uniform_(self.tokenizer.proj.weight.view(self.cfg.encoder_dim, -1))  # as AdaMAE
+        # A near-zero head starts every class at the same logit, so early steps do not wreck the encoder.
+        with torch.no_grad():
+            self.head.weight.mul_(0.001)
+            self.head.bias.mul_(0.001)
+
+    def forward(self, video):
+        x = self.tokenizer(video)                    # (B, N, D)
+        x = self.encoder(x + self.pos.to(x.dtype))   # (B, N, D), all tokens: no masking at fine-tuning
+        return self.head(self.fc_norm(x.mean(dim=1)))  # (B, num_classes)
+
+
+def is_encoder_key(key):
+    """The pre-trained tensors a classifier takes: the patch embedding and the encoder blocks."""
+    return key.startswith("tokenizer.") or key.startswith("encoder.blocks.")
+
+
+PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
+
+
+def read_pretrained(path):
+    """A pretrain.py checkpoint -> (AdaMAEConfig, AdaMAE state dict), loaded with weights_only=True."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no pre-training checkpoint; {PRETRAIN_HINT}")
+    ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a checkpoint of pretrain.py (needs 'model' and 'config' entries)")
+    return AdaMAEConfig.from_dict(ckpt["config"]), ckpt["model"]
+
+
+def load_encoder(model, state_dict):
+    """Copy the tokenizer and encoder blocks of an AdaMAE state dict into a VideoClassifier; the sampler,
+    decoder, encoder_to_decoder, mask_token, head and the encoder's final norm are dropped.
+    Returns (loaded, missing, dropped) key lists; raises if a tensor the encoder needs is absent."""
+    kept = {k: v for k, v in state_dict.items() if is_encoder_key(k)}
+    missing, _ = model.load_state_dict(kept, strict=False)  # shapes are still checked: a mismatch raises
+    needed = [k for k in missing if not k.startswith(("fc_norm.", "head."))]
+    if needed:
+        raise ValueError(f"the pre-training checkpoint lacks encoder tensors {needed}")
+    return sorted(kept), sorted(missing), sorted(k for k in state_dict if not is_encoder_key(k))
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def layer_id(name, num_blocks):
+    """Depth of a parameter for layer-wise lr decay: patch embedding 0, block i -> i + 1, fc_norm/head top."""
+    if name.startswith("tokenizer."):
+        return 0
+    if name.startswith("encoder.blocks."):
+        return int(name.split(".")[2]) + 1
+    if name.startswith(("fc_norm.", "head.")):
+        return num_blocks + 1
+    raise ValueError(f"layer_id: no layer for parameter {name!r}")
+
+
+def param_groups(model, weight_decay, layer_decay):
+    """One AdamW group per (layer, decayed or not); each group's lr_scale = layer_decay^(top - layer)."""
+    top = len(model.encoder.blocks) + 1
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer, decay = layer_id(name, top - 1), not no_weight_decay(name, param)
+        group = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                                   "lr_scale": layer_decay ** (top - layer)})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+def make_optimizer(model, lr, weight_decay, layer_decay, device):
+    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, betas=(0.9, 0.999),
+                             fused=device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------- mixup, cutmix, label smoothing
+# As timm's Mixup (mix_prob 1, switch_prob 0.5, batch mode: sample i pairs with sample B-1-i), but cutmix
+# cuts H and W of the video (the reference cut T and H) with the same box on every frame.
+# Randomness comes from torch's global RNG, which the training loop seeds per epoch.
+
+def smooth_one_hot(target, num_classes, smoothing):
+    """(B,) labels -> (B, C) soft targets: 1 - smoothing + smoothing/C on the label, smoothing/C elsewhere."""
+    off = smoothing / num_classes
+    return torch.full((len(target), num_classes), off, device=target.device).scatter_(
+        1, target[:, None], 1.0 - smoothing + off)
+
+
+def cutmix_box(h, w, lam, generator=None):
+    """(top, bottom, left, right) of a box of about (1 - lam) of the h x w frame, its centre uniform,
+    clipped at the border (timm's rand_bbox); the clipped area is what `mix_batch` counts."""
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = (int(torch.randint(n, (), generator=generator)) for n in (h, w))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    return top, bottom, left, right
+
+
+def mix_batch(video, target, num_classes, mixup=0.8, cutmix=1.0, smoothing=0.1):
+    """(B, C, T, H, W) video and (B,) labels -> mixed video and (B, num_classes) soft targets.
+
+    Mixup blends whole clips with weight lam ~ Beta(mixup, mixup); cutmix pastes a box of the partner
+    clip, over H and W on every frame, with lam ~ Beta(cutmix, cutmix) corrected to 1 - pasted area.
+    With both on, each batch uses one of them with probability 0.5."""
+    soft = smooth_one_hot(target, num_classes, smoothing)
+    if mixup <= 0 and cutmix <= 0:
+        return video, soft
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = video.flip(0)
+    if use_cutmix:
+        H, W = video.shape[-2:]
+        top, bottom, left, right = cutmix_box(H, W, lam)
+        video = video.clone()
+        video[..., top:bottom, left:right] = partner[..., top:bottom, left:right]  # all channels and frames
+        lam = 1.0 - (bottom - top) * (right - left) / (H * W)
+    else:
+        video = lam * video + (1.0 - lam) * partner
+    return video, lam * soft + (1.0 - lam) * soft.flip(0)
+
+
+def soft_cross_entropy(logits, soft_target):
+    """Cross-entropy against soft targets, in float32 even under autocast."""
+    return torch.sum(-soft_target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None):
+    """One optimizer step over [(video, soft target)] micro-batches. Returns the mean loss, a device tensor."""
+    losses = []
+    for i, (video, target) in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with model.no_sync() if isinstance(model, DDP) and not last else nullcontext():
+            with autocast:
+                logits = model(video)
+            loss = soft_cross_entropy(logits, target)
+            scaler.scale(loss / len(micro_batches)).backward()
+        losses.append(loss.detach())
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.stack(losses).mean()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def average_views(logits):
+    """(B, V, C) logits of V views per video -> (B, C) mean of the views' softmax (not of the logits:
+    one over-confident view must not outvote the others)."""
+    return logits.float().softmax(dim=-1).mean(dim=1)
+
+
+def topk_accuracy(probs, labels, k):
+    """Share of videos whose label is among the k most probable classes."""
+    return (probs.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).float().mean().item()
+
+
+def gather_predictions(probs, labels, index, total, world):
+    """Every rank's videos (probs (n, C), labels (n,), dataset index (n,)) -> all `total` videos' (probs,
+    labels) in dataset order on every rank. Shards differ in size by at most one; padding rows carry index -1."""
+    rows = torch.cat([index[:, None].double(), labels[:, None].double(), probs.double()], dim=1)  # exact ints
+    if world > 1:
+        padded = rows.new_full((math.ceil(total / world), rows.shape[1]), -1.0)
+        padded[:len(rows)] = rows
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        rows = torch.cat(parts)
+        rows = rows[rows[:, 0] >= 0]
+    rows = rows[rows[:, 0].argsort()]
+    if not torch.equal(rows[:, 0].long().cpu(), torch.arange(total)):
+        raise RuntimeError(f"evaluation gathered {len(rows)} rows for {total} videos: some counted twice or never")
+    return rows[:, 2:].float(), rows[:, 1].long()
+
+
+@torch.no_grad()
+def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1):
+    """Softmax averaged over each video's views -> (probs (N, C), labels (N,)), the same on every rank.
+    Rank r takes videos r, r + world, ...: no video padded in, none dropped (no drop_last)."""
+    shard = range(rank, len(dataset), world)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    probs, labels, skipped = [], [], 0
+    for views, label, bad in loader:
+        if views.dim() == 5:
+            views = views[:, None]                                  # one view: (B, 1, 3, T, H, W)
+        B, V = views.shape[:2]
+        with autocast:
+            logits = model(views.flatten(0, 1).to(device, non_blocking=True))  # (B*V, C)
+        probs.append(average_views(logits.reshape(B, V, -1)))
+        labels.append(label.to(device))
+        skipped += int(bad.sum())
+    model.train(was_training)
+    if skipped:
+        warnings.warn(f"evaluation replaced {skipped} unreadable videos on rank {rank} (named above)")
+    index = torch.tensor(list(shard), device=device)
+    return gather_predictions(torch.cat(probs), torch.cat(labels), index, len(dataset), world)
+
+
+# ----------------------------------------------------------------------------- main
+
+def make_datasets(args, cfg):
+    """(train, val single view, test multi-view) datasets and the number of classes."""
+    common = dict(num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, sampling=args.sampling)
+    train = VideoDataset(args.data, train=True, flip=args.flip, **common)
+    val = VideoDataset(args.val, train=False, **common)
+    test = VideoDataset(args.val, train=False, test_clips=args.test_clips, test_crops=args.test_crops, **common)
+    labels = [label for _, label in train.samples + val.samples]
+    if min(labels) < 0:
+        raise ValueError(f"{args.data} / {args.val}: fine-tuning needs labels (a 'path label' list or a folder "
+                         f"per class)")
+    num_classes = args.num_classes or max(labels) + 1
+    if max(labels) >= num_classes:
+        raise ValueError(f"label {max(labels)} does not fit --num_classes {num_classes}")
+    return train, val, test, num_classes
+
+
+def finetune(args, rank, world, device):
+    """One run (from --pretrained, or from scratch) in out_dir/pretrained or out_dir/scratch.
+    Returns the final multi-view test {"top1": ..., "topk": ..., "k": ...} on every rank."""
+    is_main = rank == 0
+    run_dir = Path(args.out_dir) / ("scratch" if args.scratch else "pretrained")
+    ckpt_path = run_dir / "checkpoint.pt"
+    resume = args.resume or (ckpt_path if ckpt_path.exists() else None)
+    if args.eval and not resume:
+        raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
+    # The architecture: the checkpoint being resumed, else the pre-trained one (with or without its weights).
+    ckpt, pretrained_state = (load_checkpoint_file(resume), None) if resume else (None, None)
+    if ckpt is not None:
+        cfg = AdaMAEConfig.from_dict(ckpt["config"])
+    elif args.pretrained is not None:
+        cfg, pretrained_state = read_pretrained(args.pretrained)
+    elif args.scratch:
+        cfg = AdaMAEConfig.preset(args.preset)
+    else:
+        raise ValueError("give --pretrained CHECKPOINT (from pretrain.py) or --scratch")
+
+    torch.manual_seed(args.seed + rank)
+    train_set, val_set, test_set, num_classes = make_datasets(args, cfg)
+    model = VideoClassifier(cfg, num_classes, args.drop_path).to(device)  # the module whose state is saved
+    autocast, scaler = amp_setup(args.dtype, device)
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=args.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader) // args.accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"{args.data}: {len(train_set)} videos give no full step of {args.batch_size} x "
+                         f"{args.accum_steps} per process on {world} process(es)")
+    total_steps = args.epochs * steps_per_epoch
+    effective_batch = args.batch_size * args.accum_steps * world
+    lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
+    optimizer = make_optimizer(model, lr, args.weight_decay, args.layer_decay, device)
+
+    step, start_epoch, best = 0, 0, None  # best: the best single-view val top-1 so far
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["args"]["best_val_top1"]
+    elif pretrained_state is not None and not args.scratch:
+        loaded, missing, dropped = load_encoder(model, pretrained_state)
+        if is_main:
+            parts = sorted({k.rsplit(".", 1)[0] if k.startswith("encoder.") else k.split(".")[0] for k in dropped})
+            print(f"loaded {len(loaded)} tensors (tokenizer, {cfg.encoder_depth} encoder blocks) from "
+                  f"{args.pretrained}; dropped (pre-training only): {', '.join(parts)}; "
+                  f"missing (new, random init): {', '.join(missing)}")
+    compiled = torch.compile(model) if args.compile else model
+    # broadcast_buffers off: the only buffer is the fixed position table, identical on every rank.
+    ddp_model = DDP(compiled, broadcast_buffers=False) if world > 1 else compiled
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        scales = sorted({round(g["lr_scale"], 4) for g in optimizer.param_groups})
+        print(f"[{run_dir.name}] {len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; "
+              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; flip {args.flip}, "
+              f"mixup {args.mixup}, cutmix {args.cutmix}, smoothing {args.smoothing}")
+        print(f"[{run_dir.name}] effective batch {args.batch_size} x {args.accum_steps} accum x {world} procs = "
+              f"{effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} (min {min_lr:.3g}), "
+              f"warmup {args.warmup_epochs} of {args.epochs} epochs; layer-decay scales {scales}")
+        print(f"[{run_dir.name}] {cfg.num_tokens} tokens {cfg.grid}, encoder {cfg.encoder_dim} x {cfg.encoder_depth}"
+              f", {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        if resume:
+            print(f"[{run_dir.name}] resumed from {resume} at step {step}, epoch {start_epoch}")
+
+    def save(path, epoch):
+        # save_checkpoint stores vars(args): the best val top-1 rides along, so a resumed run keeps best.pt's bar.
+        save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg,
+                        argparse.Namespace(**{**vars(args), "best_val_top1": best}))
+
+    def log(record):
+        if is_main:
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main or args.eval, dynamic_ncols=True)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # checked at log steps and before saving
+    t_log, clips_since, t_start = time.time(), 0, time.time()
+    for epoch in range(start_epoch, 0 if args.eval else args.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(args.seed + 1000 * epoch + rank)  # resuming at an epoch replays it exactly
+        skipped = torch.zeros((), dtype=torch.long)
+        batches = iter(loader)
+        for _ in range(steps_per_epoch):
+            if args.max_steps is not None and step >= args.max_steps:
+                break
+            micro = []
+            for _ in range(args.accum_steps):
+                video, label, bad = next(batches)
+                skipped += bad.sum()
+                video, label = video.to(device, non_blocking=True), label.to(device, non_blocking=True)
+                micro.append(mix_batch(video, label, num_classes, args.mixup, args.cutmix, args.smoothing))
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr) \
+                    * group["lr_scale"]
+            loss = train_step(ddp_model, micro, optimizer, scaler, autocast, args.clip_grad)
+            finite &= torch.isfinite(loss)
+            step += 1
+            clips_since += args.batch_size * args.accum_steps * world
+            bar.update()
+            if step % args.log_every == 0 or step == total_steps:
+                if not finite:  # the last good checkpoint stays as it is
+                    raise FloatingPointError(f"non-finite loss by step {step}; stopped without saving: "
+                                             f"{ckpt_path} is the last good state")
+                loss = loss.item()
+                speed = clips_since / (time.time() - t_log)
+                t_log, clips_since = time.time(), 0
+                top_lr = optimizer.param_groups[-1]["lr"]
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{top_lr:.2e}", clips_s=f"{speed:.1f}")
+                log({"step": step, "epoch": epoch, "loss": loss, "lr": top_lr, "clips_per_s": speed})
+        else:  # the epoch ran to its end: validate, then checkpoint
+            if not finite:
+                raise FloatingPointError(f"non-finite loss in epoch {epoch}; stopped without saving: "
+                                         f"{ckpt_path} is the last good state")
+            probs, labels = evaluate(model, val_set, device, autocast, args.batch_size, args.num_workers, rank, world)
+            top1 = topk_accuracy(probs, labels, 1)
+            improved = best is None or top1 > best  # the same on every rank: top1 is over all videos
+            best = top1 if improved else best
+            if world > 1:
+                dist.all_reduce(skipped)
+            if is_main:
+                if skipped:
+                    warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
+                bar.write(f"[{run_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view)")
+                log({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": int(skipped)})
+                if improved:
+                    save(run_dir / "best.pt", epoch)
+                if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+                    save(ckpt_path, epoch)
+            continue
+        break  # max_steps reached inside the epoch: its partial progress is not checkpointed
+    bar.close()
+
+    test_batch = max(1, args.batch_size // (args.test_clips * args.test_crops))  # about batch_size clips a forward
+    probs, labels = evaluate(model, test_set, device, autocast, test_batch, args.num_workers, rank, world)
+    k = min(5, num_classes)
+    result = {"top1": topk_accuracy(probs, labels, 1), "topk": topk_accuracy(probs, labels, k), "k": k,
+              "best_val_top1": best, "minutes": (time.time() - t_start) / 60}
+    views = f"{args.test_clips} clips x {args.test_crops} crops"
+    log({"step": step, "test": views, **result})
+    if is_main:
+        best_text = "none" if best is None else f"{100 * best:.1f}%"
+        print(f"[{run_dir.name}] multi-view test ({views}, {len(test_set)} videos): top-1 {100 * result['top1']:.1f}%"
+              f", top-{k} {100 * result['topk']:.1f}% (best single-view val top-1 {best_text}; "
+              f"{result['minutes']:.1f} min)")
+    return result
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.pretrained is not None and not args.eval and not Path(args.pretrained).is_file():
+        raise FileNotFoundError(f"{args.pretrained}: no pre-training checkpoint; {PRETRAIN_HINT}")  # before any work
+    rank, world, device = setup_distributed()
+    if args.data is None:  # the demo: a labelled synthetic set, label = direction of motion
+        root = Path(args.out_dir) / "synthetic"
+        if rank == 0:
+            make_synthetic(root, **SYNTHETIC)
+        if world > 1:
+            dist.barrier()  # the other ranks wait for the set to exist
+        args.data, args.val = str(root / "train.csv"), str(root / "val.csv")
+    if args.val is None:
+        raise ValueError("--val LIST is needed with --data (validation and the multi-view test)")
+    results = {"pretrained": finetune(args, rank, world, device)} if not args.scratch else {}
+    if args.scratch or args.compare:
+        # an explicit --resume belongs to the run it names: the pre-trained one when comparing
+        scratch = {**vars(args), "scratch": True, "resume": args.resume if args.scratch else None}
+        results["scratch"] = finetune(argparse.Namespace(**scratch), rank, world, device)
+    if rank == 0 and len(results) == 2:
+        pre, scr = results["pretrained"], results["scratch"]
+        print(f"multi-view top-1: pre-trained {100 * pre['top1']:.1f}% vs from scratch {100 * scr['top1']:.1f}% "
+              f"({100 * (pre['top1'] - scr['top1']):+.1f} points)")
+    if world > 1:
+        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
+        dist.destroy_process_group()
+    return results
+
+
+if __name__ == "__main__":
+    main()

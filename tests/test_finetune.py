@@ -1,0 +1,280 @@
+"""finetune.py: layer-decay groups, mixup/cutmix, multi-view positions, softmax averaging, the pre-trained
+key mapping, real fine-tuning steps with resume, and distributed evaluation that counts every video once."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import finetune
+from adamae import AdaMAE, AdaMAEConfig
+from convert import reference_to_classifier
+from data import VideoDataset, write_video
+from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_predictions, load_encoder,
+                      make_optimizer, mix_batch, read_pretrained, topk_accuracy)
+from pretrain import save_checkpoint
+from tokenizer import IMAGENET_MEAN, IMAGENET_STD
+
+
+def small_config():
+    """8 frames of 32 px, 8 px patches: 64 tokens, a 2-block encoder; fast enough for real training steps."""
+    return AdaMAEConfig(img_size=32, num_frames=8, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=4,
+                        decoder_dim=16, decoder_depth=1, decoder_heads=2, sampler_heads=4, mask_ratio=0.75)
+
+
+@pytest.fixture(scope="module")
+def pretrained_path(tmp_path_factory):
+    """A pretrain.py checkpoint of a small AdaMAE, written by pretrain.save_checkpoint."""
+    torch.manual_seed(0)
+    model = AdaMAE(small_config())
+    opt = torch.optim.AdamW(model.parameters())
+    path = tmp_path_factory.mktemp("pretrain") / "checkpoint.pt"
+    save_checkpoint(path, model, opt, torch.amp.GradScaler("cpu", enabled=False), 10, 0, model.cfg,
+                    finetune.get_args([]))
+    return path
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+def test_layer_decay_groups_cover_every_parameter_once_with_the_expected_scales():
+    model = VideoClassifier(AdaMAEConfig.preset("tiny"), num_classes=4)  # 4 blocks: layers 0..5
+    opt = make_optimizer(model, 1e-3, 0.05, 0.75, torch.device("cpu"))
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    expected = {"tokenizer.proj.weight": 0.75 ** 5, "encoder.blocks.0.attn.qkv.weight": 0.75 ** 4,
+                "encoder.blocks.3.mlp.fc2.bias": 0.75, "fc_norm.weight": 1.0, "head.weight": 1.0}
+    for name, scale in expected.items():
+        assert group_of[id(named[name])]["lr_scale"] == pytest.approx(scale), name
+    for name in ("tokenizer.proj.bias", "encoder.blocks.1.norm1.weight", "fc_norm.bias", "head.bias"):
+        assert group_of[id(named[name])]["weight_decay"] == 0.0, name
+    for name in ("tokenizer.proj.weight", "encoder.blocks.1.attn.qkv.weight", "head.weight"):
+        assert group_of[id(named[name])]["weight_decay"] == 0.05, name
+
+
+# ----------------------------------------------------------------------------- mixup, cutmix
+
+def test_cutmix_box_covers_h_and_w_on_every_frame_and_lambda_is_the_kept_area():
+    torch.manual_seed(0)
+    video = torch.stack([torch.zeros(3, 4, 12, 16), torch.ones(3, 4, 12, 16)])  # (2, C, T, H, W)
+    target = torch.tensor([0, 1])
+    for _ in range(20):
+        mixed, soft = mix_batch(video, target, num_classes=2, mixup=0.0, cutmix=1.0, smoothing=0.0)
+        pasted = mixed[0]  # sample 0 is zeros: the ones are sample 1's box
+        assert torch.equal(pasted, pasted[:1, :1].expand_as(pasted))  # the same box in every channel and frame
+        rows, cols = pasted[0, 0].any(dim=1), pasted[0, 0].any(dim=0)
+        assert torch.equal(pasted[0, 0].bool(), rows[:, None] & cols[None, :])  # a rectangle over H and W
+        lam = 1 - pasted[0, 0].mean().item()
+        assert soft[0].tolist() == pytest.approx([lam, 1 - lam])
+        assert soft[1].tolist() == pytest.approx([1 - lam, lam])
+        assert torch.equal(mixed[1] + mixed[0], torch.ones_like(mixed[0]))  # partners swap the same box
+    top, bottom, left, right = cutmix_box(10, 20, lam=0.75, generator=torch.Generator().manual_seed(3))
+    assert 0 <= top <= bottom <= 10 and 0 <= left <= right <= 20 and bottom - top <= 5 and right - left <= 10
+
+
+def test_mixup_targets_sum_to_one_and_match_the_blend():
+    torch.manual_seed(1)
+    video, target = torch.randn(4, 3, 2, 8, 8), torch.tensor([0, 1, 2, 2])
+    mixed, soft = mix_batch(video, target, num_classes=5, mixup=0.8, cutmix=0.0, smoothing=0.1)
+    assert soft.sum(dim=1).tolist() == pytest.approx([1.0] * 4)
+    lam = ((mixed[0] - video[3]) / (video[0] - video[3])).mean().item()  # sample 0 pairs with sample 3
+    torch.testing.assert_close(mixed, lam * video + (1 - lam) * video.flip(0), rtol=1e-4, atol=1e-5)
+    assert soft[0, 0].item() == pytest.approx(lam * (0.9 + 0.02) + (1 - lam) * 0.02, abs=1e-5)
+    plain, smooth = mix_batch(video, target, 5, mixup=0, cutmix=0, smoothing=0.1)
+    assert plain is video and smooth[0].tolist() == pytest.approx([0.92, 0.02, 0.02, 0.02, 0.02])
+
+
+# ----------------------------------------------------------------------------- multi-view test
+
+def test_multiview_clip_starts_and_crop_offsets(tmp_path, numbered_video, frame_number):
+    # time: 40 numbered frames, clips of 4 frames at stride 2 span 7 -> starts spread over [0, 33]
+    ds = VideoDataset([(str(numbered_video), 0)], num_frames=4, stride=2, img_size=32, train=False,
+                      test_clips=3, test_crops=3)
+    views = ds[0][0]
+    denorm = lambda v: ((v.permute(1, 2, 3, 0) * torch.tensor(IMAGENET_STD) + torch.tensor(IMAGENET_MEAN)) * 255)
+    assert [frame_number(denorm(v).numpy())[0] for v in views] == [0, 0, 0, 16, 16, 16, 33, 33, 33]
+    # space: a 32x48 frame whose column x has grey level 5x; 32 px crops start at x = 0, 8, 16
+    ramp = np.repeat((5 * np.arange(48, dtype=np.uint8))[None, None, :, None], 32, axis=1)
+    write_video(tmp_path / "ramp.mp4", np.repeat(np.repeat(ramp, 3, axis=3), 8, axis=0))
+    ds = VideoDataset([(str(tmp_path / "ramp.mp4"), 0)], num_frames=4, stride=1, img_size=32, train=False,
+                      test_clips=1, test_crops=3)
+    first_columns = [denorm(v)[0, :, 0].mean().item() / 5 for v in ds[0][0]]
+    assert first_columns == pytest.approx([0, 8, 16], abs=0.6)
+
+
+def test_views_are_merged_by_averaging_softmax_not_logits():
+    # one over-confident view for class 1, two moderate views for class 0
+    logits = torch.tensor([[[0.0, 10.0], [2.0, 0.0], [2.0, 0.0]]])
+    assert logits.mean(dim=1).argmax().item() == 1
+    probs = average_views(logits)
+    assert probs.argmax().item() == 0
+    torch.testing.assert_close(probs, logits.softmax(-1).mean(dim=1))
+    labels = torch.tensor([0, 2])
+    two = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
+    assert topk_accuracy(two, labels, 1) == 0.5 and topk_accuracy(two, labels, 3) == 1.0
+
+
+# ----------------------------------------------------------------------------- loading
+
+def test_pretrained_encoder_is_kept_and_pretraining_parts_dropped(pretrained_path):
+    cfg, state = read_pretrained(pretrained_path)
+    assert cfg == small_config()
+    torch.manual_seed(1)
+    model = VideoClassifier(cfg, num_classes=3)
+    head = model.head.weight.clone()
+    loaded, missing, dropped = load_encoder(model, state)
+    assert set(loaded) == {k for k in model.state_dict() if k.startswith(("tokenizer.", "encoder.blocks."))}
+    assert missing == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert {"encoder.norm.weight", "encoder.norm.bias", "mask_token", "encoder_to_decoder.weight", "head.weight",
+            "sampler.pos_embed", "decoder.blocks.0.attn.qkv.weight"} <= set(dropped)
+    assert set(loaded) | set(dropped) == set(state)
+    for key in loaded:
+        assert torch.equal(model.state_dict()[key], state[key]), key
+    assert torch.equal(model.head.weight, head) and head.abs().max() < 0.01  # head init scaled by 0.001
+    broken = {k: v for k, v in state.items() if k != "encoder.blocks.1.mlp.fc1.weight"}
+    with pytest.raises(ValueError, match="encoder.blocks.1.mlp.fc1.weight"):
+        load_encoder(VideoClassifier(cfg, 3), broken)
+    with pytest.raises(FileNotFoundError, match="python pretrain.py"):
+        read_pretrained(pretrained_path.parent / "missing.pt")
+
+
+def test_demo_without_a_pretraining_checkpoint_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `python pretrain.py` first"):
+        finetune.main(["--out_dir", str(tmp_path / "ft"), "--pretrained", str(tmp_path / "none.pt")])
+    assert not (tmp_path / "ft").exists()  # it stops before generating the demo's videos
+
+
+def test_classifier_names_match_the_reference_classifier_converter():
+    """A VideoMAE-named classifier (patch_embed, blocks.i with q/v biases, fc_norm, head) loads strictly."""
+    cfg = small_config()
+    ours = VideoClassifier(cfg, num_classes=5).state_dict()
+    theirs = {}
+    for key, value in ours.items():
+        key = key.replace("tokenizer.", "patch_embed.").replace("encoder.blocks.", "blocks.")
+        if key.endswith("attn.qkv.bias"):
+            q, _, v = value.chunk(3)
+            theirs[key.replace("qkv.bias", "q_bias")], theirs[key.replace("qkv.bias", "v_bias")] = q, v
+        else:
+            theirs[key] = value
+    VideoClassifier(cfg, num_classes=5).load_state_dict(reference_to_classifier({"model": theirs}))
+
+
+def test_flip_defaults_follow_the_labels():
+    assert finetune.get_args([]).flip is False  # the demo's labels are directions
+    assert finetune.get_args(["--data", "a.csv"]).flip is True
+    assert finetune.get_args(["--data", "a.csv", "--sampling", "segment"]).flip is False
+    assert finetune.get_args(["--data", "a.csv", "--no-flip"]).flip is False
+
+
+# ----------------------------------------------------------------------------- real steps and resume
+
+def run_args(root, out_dir, pretrained, *extra):
+    """The small pre-trained model on the shared synthetic set (4 train, 4 val): 2 steps of 2 clips per epoch."""
+    return ["--data", str(root / "train.csv"), "--val", str(root / "val.csv"), "--pretrained", str(pretrained),
+            "--out_dir", str(out_dir), "--batch_size", "2", "--stride", "2", "--num_workers", "0", "--epochs", "2",
+            "--warmup_epochs", "1", "--base_lr", "0.5", "--log_every", "1", "--test_clips", "2", "--test_crops", "3",
+            *extra]
+
+
+def read_log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def losses_by_step(records):
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_finetuning_steps_log_checkpoint_and_test(synthetic_root, pretrained_path, tmp_path, capsys):
+    results = finetune.main(run_args(synthetic_root, tmp_path, pretrained_path, "--compare"))
+    printed = capsys.readouterr().out
+    assert "loaded 26 tensors" in printed and "dropped (pre-training only): decoder, encoder.norm" in printed
+    assert "multi-view test (2 clips x 3 crops, 4 videos)" in printed and "vs from scratch" in printed
+    assert sorted(results) == ["pretrained", "scratch"] and (tmp_path / "scratch" / "checkpoint.pt").exists()
+    result = results["pretrained"]
+    run_dir = tmp_path / "pretrained"
+    records = read_log(run_dir)
+    losses = losses_by_step(records)
+    assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
+    assert [r["epoch"] for r in records if "val_top1" in r] == [0, 1]
+    assert records[-1]["top1"] == result["top1"] and result["k"] == 4 and result["topk"] == 1.0
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4 and ckpt["epoch"] == 1 and (run_dir / "best.pt").exists()
+    assert ckpt["args"]["best_val_top1"] == max(r["val_top1"] for r in records if "val_top1" in r)
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_resume_continues_with_the_same_losses(synthetic_root, pretrained_path, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    finetune.main(run_args(synthetic_root, straight, pretrained_path))
+    finetune.main(run_args(synthetic_root, resumed, pretrained_path, "--max_steps", "2"))  # stops after epoch 0
+    assert torch.load(resumed / "pretrained" / "checkpoint.pt", weights_only=True)["step"] == 2
+    finetune.main(run_args(synthetic_root, resumed, pretrained_path))  # picks up its checkpoint.pt by itself
+    expected, got = losses_by_step(read_log(straight / "pretrained")), losses_by_step(read_log(resumed / "pretrained"))
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+# ----------------------------------------------------------------------------- distributed evaluation
+
+class NumberedViews(torch.utils.data.Dataset):
+    """Video i: `views` views filled with the value i, label i % 3; skipped count 0."""
+
+    def __init__(self, size, views):
+        self.size, self.views = size, views
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, i):
+        return torch.full((self.views, 1, 1, 1, 1), float(i)), i % 3, 0
+
+
+class ReadNumber(torch.nn.Module):
+    """Logits that put class (i % 3) first for a clip filled with i, and record every clip it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, video):
+        number = video.flatten(1).mean(dim=1).round().long()
+        self.seen += number.tolist()
+        return 4.0 * torch.nn.functional.one_hot(number % 3, 3).float()
+
+
+def eval_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = ReadNumber()
+    probs, labels = evaluate(model, NumberedViews(7, views=2), torch.device("cpu"),
+                             torch.autocast("cpu", enabled=False), batch_size=2, rank=rank, world=world)
+    torch.save({"probs": probs, "labels": labels, "seen": model.seen}, os.path.join(out_dir, f"eval{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_evaluation_counts_every_video_once(tmp_path):
+    mp.spawn(eval_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    out = [torch.load(tmp_path / f"eval{r}.pt") for r in range(2)]
+    assert sorted(out[0]["seen"] + out[1]["seen"]) == sorted(2 * list(range(7)))  # 7 videos x 2 views, no padding
+    for r in range(2):
+        assert out[r]["labels"].tolist() == [i % 3 for i in range(7)]  # all videos, in order, on every rank
+        assert topk_accuracy(out[r]["probs"], out[r]["labels"], 1) == 1.0
+    torch.testing.assert_close(out[0]["probs"], out[1]["probs"])
+    single = evaluate(ReadNumber(), NumberedViews(7, views=2), torch.device("cpu"),
+                      torch.autocast("cpu", enabled=False), batch_size=3)
+    torch.testing.assert_close(single[0], out[0]["probs"])
+    with pytest.raises(RuntimeError, match="counted twice or never"):
+        gather_predictions(torch.ones(2, 3), torch.zeros(2), torch.tensor([0, 0]), total=2, world=1)
