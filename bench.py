@@ -16,7 +16,6 @@ Data: `data.VideoDataset` + DataLoader on generated Kinetics-like videos (320x24
 and how much faster `data.decode_frames` is when it seeks than when it decodes from frame 0.
 """
 
-import argparse
 import gc
 import json
 import math
@@ -37,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
 from data import VideoDataset, clip_indices, clip_span, decode_frames, video_length, write_video
-from pretrain import amp_setup, make_optimizer, train_step
+from pretrain import amp_setup, make_optimizer, make_parser, train_step
 from sampler import MASK_TYPES
 
 # ----------------------------------------------------------------------------- defaults
@@ -83,12 +82,7 @@ SEEK_GOPS = (12, 25, 50, 250)  # keyframe intervals the seek speed-up is measure
 
 
 def get_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, (value, help) in DEFAULTS.items():
-        if isinstance(value, bool):
-            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
-        else:
-            parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    parser = make_parser(__doc__, DEFAULTS, TYPES)
     args = parser.parse_args(argv)
     if args.dtype not in (None, "bf16", "fp16", "fp32"):
         parser.error(f"--dtype must be bf16, fp16 or fp32, got {args.dtype!r}")

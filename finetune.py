@@ -12,11 +12,9 @@ the best); the end reports the multi-view test: K clips x 3 crops per video, sof
 """
 
 import argparse
-import json
 import math
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -29,7 +27,8 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset, make_synthetic
-from pretrain import amp_setup, get_lr, no_weight_decay, save_checkpoint, setup_distributed
+from pretrain import amp_setup, append_jsonl, check_finite, get_lr, make_loader, make_parser, no_weight_decay, \
+    save_checkpoint, set_lr, setup_distributed, train_step
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 
@@ -78,7 +77,7 @@ DEFAULTS = {
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "val": str, "num_classes": int, "pretrained": str, "clip_grad": float, "dtype": str,
+TYPES = {"data": str, "val": str, "num_classes": int, "flip": bool, "pretrained": str, "clip_grad": float, "dtype": str,
          "resume": str, "max_steps": int}
 # The embedded demo (no --data): each run about 2 minutes on 2 CPU cores (175 steps). The videos are square,
 # so 3 crops along the long side would be 3 copies of one crop: 2 clips x 1 crop.
@@ -89,12 +88,7 @@ SYNTHETIC = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.
 
 
 def get_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, (value, help) in DEFAULTS.items():
-        if isinstance(value, bool) or key == "flip":
-            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
-        else:
-            parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    parser = make_parser(__doc__, DEFAULTS, TYPES)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     args = parser.parse_args(argv)
@@ -252,24 +246,11 @@ def soft_cross_entropy(logits, soft_target):
     return torch.sum(-soft_target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None):
-    """One optimizer step over [(video, soft target)] micro-batches. Returns the mean loss, a device tensor."""
-    losses = []
-    for i, (video, target) in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        with model.no_sync() if isinstance(model, DDP) and not last else nullcontext():
-            with autocast:
-                logits = model(video)
-            loss = soft_cross_entropy(logits, target)
-            scaler.scale(loss / len(micro_batches)).backward()
-        losses.append(loss.detach())
-    if clip_grad:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return torch.stack(losses).mean()
+def classification_loss(model, batch):
+    """(soft-target cross-entropy, the same number to report) for pretrain.train_step."""
+    video, soft_target = batch
+    loss = soft_cross_entropy(model(video), soft_target)
+    return loss, loss[None]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -370,14 +351,8 @@ def finetune(args, rank, world, device):
     train_set, val_set, test_set, num_classes = make_datasets(args, cfg)
     model = VideoClassifier(cfg, num_classes, args.drop_path).to(device)  # the module whose state is saved
     autocast, scaler = amp_setup(args.dtype, device)
-    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=args.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    steps_per_epoch = len(loader) // args.accum_steps
-    if steps_per_epoch == 0:
-        raise ValueError(f"{args.data}: {len(train_set)} videos give no full step of {args.batch_size} x "
-                         f"{args.accum_steps} per process on {world} process(es)")
+    sampler, loader, steps_per_epoch = make_loader(args.data, train_set, args.batch_size, args.accum_steps, rank,
+                                                   world, args.seed, args.num_workers, device)
     total_steps = args.epochs * steps_per_epoch
     effective_batch = args.batch_size * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
@@ -388,7 +363,7 @@ def finetune(args, rank, world, device):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["args"]["best_val_top1"]
+        step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best_val_top1"]
     elif pretrained_state is not None and not args.scratch:
         loaded, missing, dropped = load_encoder(model, pretrained_state)
         if is_main:
@@ -414,15 +389,12 @@ def finetune(args, rank, world, device):
         if resume:
             print(f"[{run_dir.name}] resumed from {resume} at step {step}, epoch {start_epoch}")
 
-    def save(path, epoch):
-        # save_checkpoint stores vars(args): the best val top-1 rides along, so a resumed run keeps best.pt's bar.
-        save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg,
-                        argparse.Namespace(**{**vars(args), "best_val_top1": best}))
+    def save(path, epoch):  # the best val top-1 rides along, so a resumed run keeps best.pt's bar
+        save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, best_val_top1=best)
 
     def log(record):
         if is_main:
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(run_dir / "log.jsonl", record)
 
     bar = tqdm(total=total_steps, initial=step, disable=not is_main or args.eval, dynamic_ncols=True)
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked at log steps and before saving
@@ -441,18 +413,14 @@ def finetune(args, rank, world, device):
                 skipped += bad.sum()
                 video, label = video.to(device, non_blocking=True), label.to(device, non_blocking=True)
                 micro.append(mix_batch(video, label, num_classes, args.mixup, args.cutmix, args.smoothing))
-            for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr) \
-                    * group["lr_scale"]
-            loss = train_step(ddp_model, micro, optimizer, scaler, autocast, args.clip_grad)
+            set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
+            loss = train_step(ddp_model, micro, optimizer, scaler, autocast, classification_loss, args.clip_grad)[0]
             finite &= torch.isfinite(loss)
             step += 1
             clips_since += args.batch_size * args.accum_steps * world
             bar.update()
             if step % args.log_every == 0 or step == total_steps:
-                if not finite:  # the last good checkpoint stays as it is
-                    raise FloatingPointError(f"non-finite loss by step {step}; stopped without saving: "
-                                             f"{ckpt_path} is the last good state")
+                check_finite(finite, f"by step {step}", ckpt_path)
                 loss = loss.item()
                 speed = clips_since / (time.time() - t_log)
                 t_log, clips_since = time.time(), 0
@@ -460,9 +428,7 @@ def finetune(args, rank, world, device):
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{top_lr:.2e}", clips_s=f"{speed:.1f}")
                 log({"step": step, "epoch": epoch, "loss": loss, "lr": top_lr, "clips_per_s": speed})
         else:  # the epoch ran to its end: validate, then checkpoint
-            if not finite:
-                raise FloatingPointError(f"non-finite loss in epoch {epoch}; stopped without saving: "
-                                         f"{ckpt_path} is the last good state")
+            check_finite(finite, f"in epoch {epoch}", ckpt_path)
             probs, labels = evaluate(model, val_set, device, autocast, args.batch_size, args.num_workers, rank, world)
             top1 = topk_accuracy(probs, labels, 1)
             improved = best is None or top1 > best  # the same on every rank: top1 is over all videos

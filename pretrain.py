@@ -73,13 +73,19 @@ DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
 
 
-def get_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, (value, help) in DEFAULTS.items():
-        if isinstance(value, bool):
+def make_parser(description, defaults, types):
+    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, (value, help) in defaults.items():
+        if isinstance(value, bool) or types.get(key) is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
         else:
-            parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+            parser.add_argument(f"--{key}", type=types.get(key, type(value)), default=value, help=help)
+    return parser
+
+
+def get_args(argv=None):
+    parser = make_parser(__doc__, DEFAULTS, TYPES)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     return parser.parse_args(argv)
@@ -138,18 +144,24 @@ def get_lr(step, total_steps, warmup_steps, lr, min_lr):
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None):
-    """One optimizer step over a list of video micro-batches (gradient accumulation).
-    Returns the mean (loss, recon_loss, sampling_loss) as a device tensor: no host sync here."""
+def mae_loss(model, video):
+    """AdaMAE's objective: (L_R + lambda * L_S, the three numbers to report)."""
+    out = model(video)
+    return out.loss, torch.stack([out.loss, out.recon_loss, out.sampling_loss])
+
+
+def train_step(model, micro_batches, optimizer, scaler, autocast, loss_fn=mae_loss, clip_grad=None):
+    """One optimizer step over a list of micro-batches (gradient accumulation); `loss_fn(model, batch)`
+    returns (loss, stats). Returns the mean stats as a device tensor: no host sync here."""
     stats = []
-    for i, video in enumerate(micro_batches):
+    for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         # DDP all-reduces gradients only on the last micro-step.
         with model.no_sync() if isinstance(model, DDP) and not last else nullcontext():
             with autocast:
-                out = model(video)
-            scaler.scale(out.loss / len(micro_batches)).backward()
-        stats.append(torch.stack([out.loss, out.recon_loss, out.sampling_loss]).detach().float())
+                loss, batch_stats = loss_fn(model, batch)
+            scaler.scale(loss / len(micro_batches)).backward()
+        stats.append(batch_stats.detach().float())
     if clip_grad:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
@@ -159,12 +171,43 @@ def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None
     return torch.stack(stats).mean(dim=0)
 
 
+def set_lr(optimizer, lr):
+    """The schedule's lr for this step, times each group's own scale (layer-wise decay in finetune.py)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def make_loader(name, dataset, batch_size, accum_steps, rank, world, seed, num_workers, device):
+    """(sampler, loader, optimizer steps per epoch): shuffled shards of equal size for every rank (a
+    DistributedSampler also for one process, so there is one code path)."""
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                                  drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    steps = len(loader) // accum_steps
+    if steps == 0:
+        raise ValueError(f"{name}: {len(dataset)} videos give no full step of {batch_size} x {accum_steps} per process "
+                         f"on {world} process(es)")
+    return sampler, loader, steps
+
+
+def check_finite(finite, when, ckpt_path):
+    """Stop on a non-finite loss before anything is saved: the last checkpoint stays the last good state."""
+    if not finite:
+        raise FloatingPointError(f"non-finite loss {when}; stopped without saving: {ckpt_path} is the last good state")
+
+
+def append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args):
+def save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, **extra):
     """Everything to resume exactly, as plain types, written atomically: a crash never leaves a torn file."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "step": step, "epoch": epoch, "config": cfg.to_dict(), "args": vars(args)}
+             "step": step, "epoch": epoch, "config": cfg.to_dict(), "args": vars(args), **extra}
     tmp = Path(str(path) + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -254,14 +297,8 @@ def main(argv=None):
     autocast, scaler = amp_setup(args.dtype, device)
     dataset = VideoDataset(args.data, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size,
                            train=True, repeat_aug=args.repeat_aug)
-    data_sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                       seed=args.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=data_sampler, drop_last=True,
-                                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    steps_per_epoch = len(loader) // args.accum_steps
-    if steps_per_epoch == 0:
-        raise ValueError(f"{args.data}: {len(dataset)} videos give no full step of {args.batch_size} x "
-                         f"{args.accum_steps} per process on {world} process(es)")
+    data_sampler, loader, steps_per_epoch = make_loader(args.data, dataset, args.batch_size, args.accum_steps, rank, world,
+                                                        args.seed, args.num_workers, device)
     total_steps = args.epochs * steps_per_epoch
     effective_batch = args.batch_size * args.repeat_aug * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
@@ -296,13 +333,9 @@ def main(argv=None):
         enrich = load_enrichment_clips(synthetic_root, cfg, args.stride)
     vis_clip = enrich[0][:1] if enrich is not None else None
 
-    def log(record):
-        with open(out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
     def measure(step):
         prob, vis = foreground_enrichment(model, *enrich, device)
-        log({"step": step, "enrichment": prob, "enrichment_visible": vis})
+        append_jsonl(out_dir / "log.jsonl", {"step": step, "enrichment": prob, "enrichment_visible": vis})
         return prob, vis
 
     if enrich is not None and step == 0:
@@ -325,17 +358,14 @@ def main(argv=None):
                 skipped += bad.sum()
                 micro.append(video.flatten(0, 1) if args.repeat_aug > 1 else video)  # (B*R, 3, T, H, W)
             micro = [v.to(device, non_blocking=True) for v in micro]
-            for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr)
-            stats = train_step(ddp_model, micro, optimizer, scaler, autocast, args.clip_grad)
+            set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
+            stats = train_step(ddp_model, micro, optimizer, scaler, autocast, clip_grad=args.clip_grad)
             finite &= torch.isfinite(stats).all()
             step += 1
             clips_since += sum(len(v) for v in micro) * world
             bar.update()
             if step % args.log_every == 0 or step == total_steps:
-                if not finite:  # the last good checkpoint stays as it is
-                    raise FloatingPointError(f"non-finite loss (loss, recon, sampling) = {stats.tolist()} by step "
-                                             f"{step}; stopped without saving: {ckpt_path} is the last good state")
+                check_finite(finite, f"(loss, recon, sampling) = {stats.tolist()} by step {step}", ckpt_path)
                 loss, recon, samp = stats.tolist()
                 speed = clips_since / (time.time() - t_log)
                 t_log, clips_since = time.time(), 0
@@ -343,23 +373,21 @@ def main(argv=None):
                 bar.set_postfix(loss=f"{loss:.4f}", recon=f"{recon:.4f}", samp=f"{samp:.3f}",
                                 lr=f"{current_lr:.2e}", clips_s=f"{speed:.1f}")
                 if is_main:
-                    log({"step": step, "epoch": epoch, "loss": loss, "recon_loss": recon, "sampling_loss": samp,
-                         "lr": current_lr, "clips_per_s": speed})
+                    append_jsonl(out_dir / "log.jsonl", {"step": step, "epoch": epoch, "loss": loss, "recon_loss": recon,
+                                                         "sampling_loss": samp, "lr": current_lr, "clips_per_s": speed})
             if enrich is not None and args.eval_every and step % args.eval_every == 0:
                 prob, vis = measure(step)
                 bar.write(f"step {step}: foreground enrichment {prob:.2f} (sampled visible tokens {vis:.2f})")
             if is_main and vis_clip is not None and args.vis_every and step % args.vis_every == 0:
                 write_picture(model, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
         else:  # the epoch ran to its end
-            if not finite:
-                raise FloatingPointError(f"non-finite loss in epoch {epoch}; stopped without saving: "
-                                         f"{ckpt_path} is the last good state")
+            check_finite(finite, f"in epoch {epoch}", ckpt_path)
             if world > 1:
                 dist.all_reduce(skipped)
             if is_main:
                 if skipped:
                     warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
-                log({"epoch": epoch, "skipped_videos": int(skipped)})
+                append_jsonl(out_dir / "log.jsonl", {"epoch": epoch, "skipped_videos": int(skipped)})
                 if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
                     save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
             continue
@@ -373,6 +401,7 @@ def main(argv=None):
             write_picture(model, vis_clip.to(device), out_dir / "vis" / "final.png")
         print(f"checkpoint: {ckpt_path}")
     if world > 1:
+        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
         dist.destroy_process_group()
 
 

@@ -26,7 +26,6 @@ PNG stills, GIF (256-colour palette) or H.264 MP4 animations.
         --index 0 --compare random,tube,frame,adaptive
 """
 
-import argparse
 from pathlib import Path
 
 import av
@@ -36,6 +35,7 @@ import torch
 from adamae import AdaMAE, AdaMAEConfig, split_indices
 from convert import load_checkpoint_file, load_reference_pretrained
 from data import VideoDataset
+from pretrain import make_parser
 from sampler import BASELINE_MASKS, MASK_TYPES
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD, patchify, unpatchify
 
@@ -251,9 +251,7 @@ TYPES = {"checkpoint": str, "video": str, "list": str, "mask_type": str, "compar
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, (value, help) in DEFAULTS.items():
-        parser.add_argument(f"--{key}", type=TYPES.get(key, type(value)), default=value, help=help)
+    parser = make_parser(__doc__, DEFAULTS, TYPES)
     args = parser.parse_args(argv)
     if args.checkpoint is None or (args.video is None) == (args.list is None):
         parser.error("give --checkpoint and exactly one of --video, --list")

@@ -205,7 +205,7 @@ def test_finetuning_steps_log_checkpoint_and_test(synthetic_root, pretrained_pat
     assert records[-1]["top1"] == result["top1"] and result["k"] == 4 and result["topk"] == 1.0
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["epoch"] == 1 and (run_dir / "best.pt").exists()
-    assert ckpt["args"]["best_val_top1"] == max(r["val_top1"] for r in records if "val_top1" in r)
+    assert ckpt["best_val_top1"] == max(r["val_top1"] for r in records if "val_top1" in r)
     assert not list(run_dir.glob("*.tmp"))
 
 
