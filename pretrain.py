@@ -250,7 +250,7 @@ def load_enrichment_clips(root, cfg, stride, max_clips=16):
     boxes, info = load_boxes(root), json.loads((Path(root) / "synthetic.json").read_text())
     clips, fg = [], []
     for path, _ in read_list(Path(root) / "val.csv")[:max_clips]:
-        key = Path(path).relative_to(Path(root).resolve()).as_posix() if Path(path).is_absolute() else path
+        key = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()  # as boxes.json names it
         indices = clip_indices(video_length(path), cfg.num_frames, stride, start=0)
         clips.append(eval_crops(decode_frames(path, indices), cfg.img_size)[0])
         fg.append(foreground_tokens(boxes[key], indices, cfg, info["size"]))

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 import pretrain
 from adamae import AdaMAE, AdaMAEConfig
-from pretrain import foreground_tokens, get_lr, make_optimizer, train_step
+from pretrain import foreground_enrichment, foreground_tokens, get_lr, load_enrichment_clips, make_optimizer, \
+    train_step
 
 
 def run_args(root, out_dir, *extra):
@@ -42,6 +43,18 @@ def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsy
     assert AdaMAEConfig.from_dict(ckpt["config"]) == AdaMAEConfig.preset("tiny")
     assert set(ckpt) >= {"model", "optimizer", "scaler", "args"}
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_the_readme_command_cut_short(tmp_path, monkeypatch, capsys):
+    """`python pretrain.py` as a newcomer runs it (relative out_dir, synthetic demo), for 3 steps."""
+    monkeypatch.chdir(tmp_path)
+    pretrain.main(["--max_steps", "3", "--num_workers", "0"])
+    printed = capsys.readouterr().out
+    assert "foreground enrichment before training: 1.00" in printed
+    assert "final foreground enrichment:" in printed
+    out = tmp_path / "runs" / "pretrain"
+    assert (out / "synthetic" / "train.csv").exists() and (out / "vis" / "final.png").exists()
+    assert [r["enrichment"] for r in read_log(out) if "enrichment" in r][0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_resume_continues_the_same_steps_with_the_same_losses(synthetic_root, tmp_path):
@@ -108,6 +121,20 @@ def test_foreground_tokens_of_a_box():
     moving = [[0, 0, 8, 8]] * 2 + [[56, 56, 64, 64]] * 30  # the box jumps after frame 1
     fg = foreground_tokens(moving, list(range(16)), cfg, 64).reshape(8, 8, 8)
     assert fg[0, 0, 0] and not fg[0, 7, 7] and fg[1:, 7, 7].all() and not fg[1:, 0, 0].any() and fg.sum() == 8
+
+
+def test_enrichment_clips_and_random_masking_scores_one(synthetic_root, monkeypatch):
+    monkeypatch.chdir(synthetic_root.parent)  # a relative root, as the default out_dir is
+    cfg = AdaMAEConfig.preset("tiny", mask_type="random")
+    clips, fg = load_enrichment_clips(synthetic_root.name, cfg, stride=2)
+    assert clips.shape == (4, 3, 16, 64, 64) and fg.shape == (4, 512)
+    assert (fg.sum(dim=1) > 0).all() and (fg.float().mean(dim=1) < 0.5).all()  # the object, not the frame
+    torch.manual_seed(0)
+    model = AdaMAE(cfg)
+    prob, visible = foreground_enrichment(model, clips.repeat(20, 1, 1, 1, 1), fg.repeat(20, 1), "cpu", batch=80)
+    assert prob != prob and visible == pytest.approx(1.0, abs=0.2)  # no P (nan); uniform draws score 1
+    uniform = AdaMAE(AdaMAEConfig.preset("tiny"))  # a zero-initialised sampler head: P uniform
+    assert foreground_enrichment(uniform, clips, fg, "cpu")[0] == pytest.approx(1.0, abs=1e-4)
 
 
 # ----------------------------------------------------------------------------- DDP
