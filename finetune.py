@@ -457,9 +457,9 @@ def finetune(args, rank, world, device):
     log({"step": step, "test": views, **result})
     if is_main:
         best_text = "none" if best is None else f"{100 * best:.1f}%"
+        topk = f", top-{k} {100 * result['topk']:.1f}%" if k < num_classes else ""  # top-all is always 100%
         print(f"[{run_dir.name}] multi-view test ({views}, {len(test_set)} videos): top-1 {100 * result['top1']:.1f}%"
-              f", top-{k} {100 * result['topk']:.1f}% (best single-view val top-1 {best_text}; "
-              f"{result['minutes']:.1f} min)")
+              f"{topk} (best single-view val top-1 {best_text}; {result['minutes']:.1f} min)")
     return result
 
 
