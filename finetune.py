@@ -27,8 +27,8 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset, make_synthetic
-from pretrain import amp_setup, append_jsonl, check_finite, get_lr, make_loader, make_parser, no_weight_decay, \
-    save_checkpoint, set_lr, setup_distributed, train_step
+from pretrain import amp_setup, append_jsonl, check_finite, epoch_micro_batches, get_lr, make_loader, make_parser, \
+    no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 
@@ -400,19 +400,14 @@ def finetune(args, rank, world, device):
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked at log steps and before saving
     t_log, clips_since, t_start = time.time(), 0, time.time()
     for epoch in range(start_epoch, 0 if args.eval else args.epochs):
-        sampler.set_epoch(epoch)
-        torch.manual_seed(args.seed + 1000 * epoch + rank)  # resuming at an epoch replays it exactly
         skipped = torch.zeros((), dtype=torch.long)
-        batches = iter(loader)
-        for _ in range(steps_per_epoch):
+        for batches in epoch_micro_batches(loader, sampler, epoch, args.seed, rank, steps_per_epoch,
+                                           args.accum_steps):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            micro = []
-            for _ in range(args.accum_steps):
-                video, label, bad = next(batches)
-                skipped += bad.sum()
-                video, label = video.to(device, non_blocking=True), label.to(device, non_blocking=True)
-                micro.append(mix_batch(video, label, num_classes, args.mixup, args.cutmix, args.smoothing))
+            skipped += sum(bad.sum() for _, _, bad in batches)
+            micro = [mix_batch(video.to(device, non_blocking=True), label.to(device, non_blocking=True),
+                               num_classes, args.mixup, args.cutmix, args.smoothing) for video, label, _ in batches]
             set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
             loss = train_step(ddp_model, micro, optimizer, scaler, autocast, classification_loss, args.clip_grad)[0]
             finite &= torch.isfinite(loss)

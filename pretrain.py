@@ -191,6 +191,16 @@ def make_loader(name, dataset, batch_size, accum_steps, rank, world, seed, num_w
     return sampler, loader, steps
 
 
+def epoch_micro_batches(loader, sampler, epoch, seed, rank, steps, accum_steps):
+    """One epoch as `steps` lists of `accum_steps` loader batches, reseeded so that resuming at an
+    epoch replays it exactly (data order, augmentation in the main process, masks)."""
+    sampler.set_epoch(epoch)
+    torch.manual_seed(seed + 1000 * epoch + rank)
+    batches = iter(loader)
+    for _ in range(steps):
+        yield [next(batches) for _ in range(accum_steps)]
+
+
 def check_finite(finite, when, ckpt_path):
     """Stop on a non-finite loss before anything is saved: the last checkpoint stays the last good state."""
     if not finite:
@@ -345,19 +355,14 @@ def main(argv=None):
     finite = torch.ones((), dtype=torch.bool, device=device)
     t_log, clips_since = time.time(), 0
     for epoch in range(start_epoch, args.epochs):
-        data_sampler.set_epoch(epoch)
-        torch.manual_seed(args.seed + 1000 * epoch + rank)  # resuming at an epoch replays it exactly
         skipped = torch.zeros((), dtype=torch.long)
-        batches = iter(loader)
-        for _ in range(steps_per_epoch):
+        for batches in epoch_micro_batches(loader, data_sampler, epoch, args.seed, rank, steps_per_epoch,
+                                           args.accum_steps):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            micro = []
-            for _ in range(args.accum_steps):
-                video, _, bad = next(batches)
-                skipped += bad.sum()
-                micro.append(video.flatten(0, 1) if args.repeat_aug > 1 else video)  # (B*R, 3, T, H, W)
-            micro = [v.to(device, non_blocking=True) for v in micro]
+            skipped += sum(bad.sum() for _, _, bad in batches)
+            micro = [(video.flatten(0, 1) if args.repeat_aug > 1 else video).to(device, non_blocking=True)
+                     for video, _, _ in batches]  # (B*R, 3, T, H, W) with repeated augmentation
             set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
             stats = train_step(ddp_model, micro, optimizer, scaler, autocast, clip_grad=args.clip_grad)
             finite &= torch.isfinite(stats).all()
