@@ -32,7 +32,7 @@ def losses_by_step(records):
 
 
 def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsys):
-    pretrain.main(run_args(synthetic_root, tmp_path))
+    pretrain.main(run_args(synthetic_root, tmp_path, "--vis_every", "2"))
     printed = capsys.readouterr().out
     assert "lr = 0.05 x 2/256" in printed and "visible 25, masked 487" in printed
     losses = losses_by_step(read_log(tmp_path))
@@ -43,6 +43,8 @@ def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsy
     assert AdaMAEConfig.from_dict(ckpt["config"]) == AdaMAEConfig.preset("tiny")
     assert set(ckpt) >= {"model", "optimizer", "scaler", "args"}
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
+    pictures = sorted(p.name for p in (tmp_path / "vis").glob("*.png"))  # a fixed clip, also on real data
+    assert pictures == ["final.png", "step0000002.png", "step0000004.png"]
 
 
 def test_the_readme_command_cut_short(tmp_path, monkeypatch, capsys):
