@@ -63,6 +63,8 @@ def load_checkpoint_file(path):
             f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds an object other than "
             f"tensors, plain containers and argparse.Namespace ({reason}). Unpickling such objects can run "
             f"arbitrary code; if you trust the file, re-save just its tensors.") from e
+    except (RuntimeError, EOFError) as e:  # a truncated or corrupt file (e.g. a copy cut short)
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
 
 
 def state_dict_of(checkpoint):

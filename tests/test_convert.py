@@ -274,3 +274,11 @@ def test_safe_loader_refuses_other_objects(tmp_path, foreign):
         load_checkpoint_file(path)
     assert ("open" if foreign == "code" else "CustomDict") in str(info.value)
     assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused_by_name(tmp_path):
+    path = tmp_path / "cut.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="cut.pt: not a readable PyTorch checkpoint"):
+        load_checkpoint_file(path)
