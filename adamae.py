@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from sampler import BASELINE_MASKS, MASK_TYPES, AdaptiveTokenSampler, indices_to_mask, \
     sample_without_replacement, visible_count
-from tokenizer import IMAGENET_MEAN, IMAGENET_STD, Tokenizer, patchify, sinusoid_table
+from tokenizer import Tokenizer, imagenet_stats, patchify, sinusoid_table
 from vit import Transformer, init_weights
 
 
@@ -129,11 +129,6 @@ class AdaMAE(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))  # f_m in Sec. 3.1
         self.decoder = Transformer(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio)
         self.head = nn.Linear(cfg.decoder_dim, patch_dim)
-        # Fixed tables: not parameters, not saved; buffers only so that .to(device) moves them.
-        self.register_buffer("encoder_pos", sinusoid_table(N, cfg.encoder_dim), persistent=False)
-        self.register_buffer("decoder_pos", sinusoid_table(N, cfg.decoder_dim), persistent=False)
-        pixel_stats = torch.tensor([IMAGENET_MEAN, IMAGENET_STD]).reshape(2, 1, 3, 1, 1, 1)
-        self.register_buffer("pixel_stats", pixel_stats, persistent=False)
         self._init_weights()
 
     def _init_weights(self):
@@ -179,13 +174,14 @@ class AdaMAE(nn.Module):
 
     def encode(self, tokens, visible):
         """Encoder on the visible tokens only: F_v = ViT((X + pos)[I_v])."""
-        x = tokens + self.encoder_pos.to(tokens.dtype)
+        x = tokens + sinusoid_table(self.cfg.num_tokens, self.cfg.encoder_dim, tokens.device).to(tokens.dtype)
         return self.encoder(gather_tokens(x, visible))
 
     def decode(self, latent, visible, masked):
         """Decoder: [F_v + pos[I_v] ; f_m + pos[I_m]] -> blocks -> head on the masked part (no unshuffle)."""
         x = self.encoder_to_decoder(latent)                                       # (B, N_v, D')
-        pos = self.decoder_pos.to(x.dtype).expand(x.shape[0], -1, -1)            # (B, N, D')
+        pos = sinusoid_table(self.cfg.num_tokens, self.cfg.decoder_dim, x.device).to(x.dtype)
+        pos = pos.expand(x.shape[0], -1, -1)                                      # (B, N, D')
         x = torch.cat([x + gather_tokens(pos, visible),
                        self.mask_token.to(x.dtype) + gather_tokens(pos, masked)], dim=1)  # (B, N, D')
         x = self.decoder(x)
@@ -194,7 +190,7 @@ class AdaMAE(nn.Module):
     def target(self, video):
         """Patch-normalised pixels V~ (Eq. 4, footnote 1): per token and channel, (x - mean) / (std + 1e-6)."""
         cfg = self.cfg
-        mean, std = self.pixel_stats
+        mean, std = imagenet_stats(video.device)
         pixels = patchify(video.float() * std + mean, cfg.patch_size, cfg.tubelet_size)  # [0, 1], (B, N, t*p*p*C)
         x = pixels.reshape(*pixels.shape[:2], -1, cfg.in_chans)                          # (B, N, t*p*p, C)
         x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, unbiased=True, keepdim=True) + 1e-6)

@@ -115,7 +115,6 @@ class VideoClassifier(nn.Module):
         self.fc_norm = nn.LayerNorm(cfg.encoder_dim, eps=1e-6)
         self.head = nn.Linear(cfg.encoder_dim, num_classes)
         # Fixed table: not a parameter, not saved; a buffer only so that .to(device) moves it.
-        self.register_buffer("pos", sinusoid_table(cfg.num_tokens, cfg.encoder_dim), persistent=False)
         self._init_weights()
 
     def _init_weights(self):
@@ -128,7 +127,8 @@ class VideoClassifier(nn.Module):
 
     def forward(self, video):
         x = self.tokenizer(video)                    # (B, N, D)
-        x = self.encoder(x + self.pos.to(x.dtype))   # (B, N, D), all tokens: no masking at fine-tuning
+        pos = sinusoid_table(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        x = self.encoder(x + pos)   # (B, N, D), all tokens: no masking at fine-tuning
         return self.head(self.fc_norm(x.mean(dim=1)))  # (B, num_classes)
 
 
@@ -372,8 +372,7 @@ def finetune(args, rank, world, device):
                   f"{args.pretrained}; dropped (pre-training only): {', '.join(parts)}; "
                   f"missing (new, random init): {', '.join(missing)}")
     compiled = torch.compile(model) if args.compile else model
-    # broadcast_buffers off: the only buffer is the fixed position table, identical on every rank.
-    ddp_model = DDP(compiled, broadcast_buffers=False) if world > 1 else compiled
+    ddp_model = DDP(compiled) if world > 1 else compiled
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -321,8 +321,7 @@ def main(argv=None):
         ckpt = load_checkpoint(resume, model, optimizer, scaler)
         step, start_epoch = ckpt["step"], ckpt["epoch"] + 1
     compiled = torch.compile(model) if args.compile else model
-    # broadcast_buffers off: the only buffers are fixed tables, identical on every rank.
-    ddp_model = DDP(compiled, broadcast_buffers=False) if world > 1 else compiled
+    ddp_model = DDP(compiled) if world > 1 else compiled
 
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ Owns the three ways a video becomes a sequence of N tokens, all with the same to
 With the paper's config (16x3x224x224, tubelet 2x16x16) N = 8 * 14 * 14 = 1568.
 """
 
+import functools
+
 import torch
 import torch.nn as nn
 
@@ -49,11 +51,20 @@ def unpatchify(tokens, grid, patch_size, tubelet_size, in_chans=3):
     return x.reshape(B, C, gt * t, gh * p, gw * p)
 
 
-def sinusoid_table(num_tokens, dim):
+@functools.lru_cache(maxsize=16)
+def sinusoid_table(num_tokens, dim, device=None):
     """Fixed (num_tokens, dim) table over the flattened token index, as in the reference code
-    (the paper calls it "3D periodic"): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j."""
+    (the paper calls it "3D periodic"): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j.
+    A cached constant per device, not a parameter or buffer: nothing to save, nothing for DDP to sync."""
     pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
     j = torch.arange(dim)
     angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
     table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
-    return table.float()
+    return table.float().to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def imagenet_stats(device=None):
+    """(2, 1, C, 1, 1, 1): ImageNet mean and std, each broadcasting over a (B, C, T, H, W) video;
+    cached per device like the position table."""
+    return torch.tensor([IMAGENET_MEAN, IMAGENET_STD], device=device).reshape(2, 1, 3, 1, 1, 1)

@@ -37,7 +37,7 @@ from convert import load_checkpoint_file, load_reference_pretrained
 from data import VideoDataset
 from pretrain import make_parser
 from sampler import BASELINE_MASKS, MASK_TYPES
-from tokenizer import IMAGENET_MEAN, IMAGENET_STD, patchify, unpatchify
+from tokenizer import imagenet_stats, patchify, unpatchify
 
 GREY = 128        # masked patches in (c), visible tokens in (e)
 GAP = 4           # white pixels between and around tiles
@@ -81,8 +81,7 @@ def render(model, video, mask=None):
     is_masked = out.mask.cpu()                                                  # (1, N)
     masked = split_indices(is_masked, N - out.pred.shape[1])[1][0]              # (N - N_v,)
 
-    mean = torch.tensor(IMAGENET_MEAN).view(1, C, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, C, 1, 1, 1)
+    mean, std = imagenet_stats()
     pixels = video.float().cpu() * std + mean                                   # (1, C, T, H, W) in [0, 1]
     patches = patchify(pixels, p, t).reshape(1, N, -1, C)                       # (1, N, t*p*p, C)
     # The decoder predicts patch-normalised pixels; undo that with the true patch's statistics.

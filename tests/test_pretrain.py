@@ -178,7 +178,7 @@ def train_fixed(rank, world, steps=3):
     model = FixedMask(AdaMAE(small_config(mask_type="random")), mask[share])
     # plain SGD: Adam would turn float noise in near-zero gradients into lr-sized differences
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     for _ in range(steps):
         train_step(ddp, [video[share]], opt, torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False))
     return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -191,7 +191,7 @@ def ddp_worker(rank, world, port, out_dir):
     # the adaptive model with accumulation (no_sync on the first micro-step): ranks must stay identical
     torch.manual_seed(0)
     model = AdaMAE(small_config())
-    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = make_optimizer(model, 1e-2, 0.05, (0.9, 0.95), torch.device("cpu"))
     torch.manual_seed(100 + rank)  # each rank its own data and masks
     for _ in range(3):
