@@ -1,9 +1,7 @@
 """finetune.py: layer-decay groups, mixup/cutmix, multi-view positions, softmax averaging, the pre-trained
 key mapping, real fine-tuning steps with resume, and distributed evaluation that counts every video once."""
 
-import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from data import VideoDataset, write_video
 from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_predictions, load_encoder,
                       make_optimizer, mix_batch, read_pretrained, topk_accuracy)
 from pretrain import save_checkpoint
+from test_pretrain import free_port, losses_by_step, read_log
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -182,14 +181,6 @@ def run_args(root, out_dir, pretrained, *extra):
             *extra]
 
 
-def read_log(run_dir):
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def losses_by_step(records):
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
-
-
 def test_finetuning_steps_log_checkpoint_and_test(synthetic_root, pretrained_path, tmp_path, capsys):
     results = finetune.main(run_args(synthetic_root, tmp_path, pretrained_path, "--compare"))
     printed = capsys.readouterr().out
@@ -257,12 +248,6 @@ def eval_worker(rank, world, port, out_dir):
                              torch.autocast("cpu", enabled=False), batch_size=2, rank=rank, world=world)
     torch.save({"probs": probs, "labels": labels, "seen": model.seen}, os.path.join(out_dir, f"eval{rank}.pt"))
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_distributed_evaluation_counts_every_video_once(tmp_path):

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import pretrain
+from test_model import small_cfg
 from adamae import AdaMAE, AdaMAEConfig
 from pretrain import foreground_enrichment, foreground_tokens, get_lr, load_enrichment_clips, make_optimizer, \
     train_step
@@ -158,11 +159,6 @@ class FixedMask(torch.nn.Module):
         return self.model(video, mask=self.mask)
 
 
-def small_config(**kw):
-    return AdaMAEConfig(img_size=32, num_frames=4, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=4,
-                        decoder_dim=16, decoder_depth=1, decoder_heads=2, sampler_heads=4, mask_ratio=0.75, **kw)
-
-
 def fixed_batch():
     g = torch.Generator().manual_seed(1)
     video = torch.randn(4, 3, 4, 32, 32, generator=g)
@@ -175,7 +171,7 @@ def train_fixed(rank, world, steps=3):
     torch.manual_seed(0)
     video, mask = fixed_batch()
     share = slice(rank * 4 // world, (rank + 1) * 4 // world)
-    model = FixedMask(AdaMAE(small_config(mask_type="random")), mask[share])
+    model = FixedMask(AdaMAE(small_cfg(mask_type="random")), mask[share])
     # plain SGD: Adam would turn float noise in near-zero gradients into lr-sized differences
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -190,7 +186,7 @@ def ddp_worker(rank, world, port, out_dir):
     torch.save(train_fixed(rank, world), os.path.join(out_dir, f"fixed{rank}.pt"))
     # the adaptive model with accumulation (no_sync on the first micro-step): ranks must stay identical
     torch.manual_seed(0)
-    model = AdaMAE(small_config())
+    model = AdaMAE(small_cfg())
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = make_optimizer(model, 1e-2, 0.05, (0.9, 0.95), torch.device("cpu"))
     torch.manual_seed(100 + rank)  # each rank its own data and masks
