@@ -260,7 +260,7 @@ def measure_config(args, mask_type, mask_ratio):
     cfg = AdaMAEConfig.preset(args.preset, mask_type=mask_type, mask_ratio=mask_ratio)
     model = AdaMAE(cfg).to(device)
     # The recipe's AdamW (SPEC A.7); the learning rate does not change the cost.
-    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), device=device)
+    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
     autocast, scaler = amp_setup(args.dtype, device)
     step_model = torch.compile(model) if args.compile else model
     video = torch.randn(args.batch, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size, device=device)

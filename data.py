@@ -15,8 +15,10 @@ Owns everything between a file on disk and the (B, 3, T, H, W) batch the model s
 
 Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
 length - 1); a file that ends before its header says repeats the last frame it could decode.
-Bad-file policy: `VideoDataset.__getitem__` warns, draws another random sample, and returns how
-many files it skipped as the third item; the training loop sums it per epoch and prints it.
+Bad-file policy: `VideoDataset.__getitem__` warns and returns how many files it skipped as the third
+item. Training draws another random sample in the bad one's place (the loop sums the count per epoch
+and prints it); evaluation never substitutes: it returns an all-zero clip flagged 1, which the
+metric leaves out and reports by name.
 """
 
 import json
@@ -349,7 +351,9 @@ class VideoDataset(torch.utils.data.Dataset):
     clip: (3, T, S, S) float, ImageNet-normalised; (repeat_aug, 3, T, S, S) when training with
     repeat_aug > 1 (one decode, independent start/crop/flip per copy, as SpatioTemporal-MAE);
     (test_clips * test_crops, 3, T, S, S) at eval with several views, ordered clip-major.
-    skipped: files that failed to decode before this sample was produced; sum it over an epoch.
+    skipped: training: files that failed to decode before this sample was produced (another random
+    video took their place); sum it over an epoch. Evaluation: 1 when this very video is unreadable,
+    its clip then all zeros - a placeholder to leave out, never a substitute that counts twice.
     Randomness comes from torch's global RNG, which DataLoader seeds differently in every worker.
     """
 
@@ -404,6 +408,11 @@ class VideoDataset(torch.utils.data.Dataset):
         views = torch.cat([eval_crops(c, self.img_size, self.test_crops) for c in clips])
         return views[0] if len(views) == 1 else views
 
+    def _view_shape(self):
+        """Shape of one evaluation sample: (3, T, S, S), or (views, 3, T, S, S) with several views."""
+        views = self.test_clips * self.test_crops
+        return ((views,) if views > 1 else ()) + (3, self.num_frames, self.img_size, self.img_size)
+
     def __getitem__(self, index):
         failures = []
         while True:
@@ -411,6 +420,9 @@ class VideoDataset(torch.utils.data.Dataset):
             try:
                 clips = self._decode(path)
             except Exception as e:  # any decoding failure marks the file bad, not the run
+                if not self.train:
+                    warnings.warn(f"unreadable video {path}, left out of the evaluation: {e}")
+                    return torch.zeros(self._view_shape()), label, 1
                 warnings.warn(f"skipping unreadable video {path}: {e}")
                 failures.append((path, e))
                 if len(failures) >= self.max_failures:

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset, make_synthetic
-from pretrain import amp_setup, append_jsonl, check_finite, epoch_micro_batches, get_lr, make_loader, make_parser, \
-    no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
+from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, get_lr, \
+    make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 
@@ -189,9 +189,8 @@ def param_groups(model, weight_decay, layer_decay):
     return [groups[key] for key in sorted(groups)]
 
 
-def make_optimizer(model, lr, weight_decay, layer_decay, device):
-    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, betas=(0.9, 0.999),
-                             fused=device.type == "cuda")
+def make_optimizer(model, lr, weight_decay, layer_decay):
+    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, betas=(0.9, 0.999), fused=True)
 
 
 # ----------------------------------------------------------------------------- mixup, cutmix, label smoothing
@@ -266,47 +265,56 @@ def topk_accuracy(probs, labels, k):
     return (probs.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).float().mean().item()
 
 
-def gather_predictions(probs, labels, index, total, world):
-    """Every rank's videos (probs (n, C), labels (n,), dataset index (n,)) -> all `total` videos' (probs,
-    labels) in dataset order on every rank. Shards differ in size by at most one; padding rows carry index -1."""
-    rows = torch.cat([index[:, None].double(), labels[:, None].double(), probs.double()], dim=1)  # exact ints
-    if world > 1:
-        padded = rows.new_full((math.ceil(total / world), rows.shape[1]), -1.0)
-        padded[:len(rows)] = rows
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded)
-        rows = torch.cat(parts)
-        rows = rows[rows[:, 0] >= 0]
+def gather_rows(rows, index, total):
+    """Every process's rows (n, K) of dataset videos `index` (n,) -> all `total` videos' rows in dataset
+    order, the same on every process. Shards differ in size by at most one and may be empty; padding rows
+    carry index -1. Float64, so indices and labels stay exact integers."""
+    rows = torch.cat([index[:, None].double(), rows.double()], dim=1)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    padded = rows.new_full((math.ceil(total / world), rows.shape[1]), -1.0)
+    padded[:len(rows)] = rows
+    rows = torch.cat(all_gather(padded))
+    rows = rows[rows[:, 0] >= 0]
     rows = rows[rows[:, 0].argsort()]
-    if not torch.equal(rows[:, 0].long().cpu(), torch.arange(total)):
+    if not torch.equal(rows[:, 0].long(), torch.arange(total)):
         raise RuntimeError(f"evaluation gathered {len(rows)} rows for {total} videos: some counted twice or never")
-    return rows[:, 2:].float(), rows[:, 1].long()
+    return rows[:, 1:]
 
 
 @torch.no_grad()
 def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1):
-    """Softmax averaged over each video's views -> (probs (N, C), labels (N,)), the same on every rank.
-    Rank r takes videos r, r + world, ...: no video padded in, none dropped (no drop_last)."""
+    """Softmax averaged over each video's views -> (probs (N, C), labels (N,), left_out), the same on every
+    rank: N readable videos in dataset order, and the paths of the unreadable ones, left out of the metric
+    (never replaced by another video, which would count one twice). Rank r takes videos r, r + world, ...:
+    none padded in, none dropped (no drop_last); with fewer videos than ranks a shard is empty."""
     shard = range(rank, len(dataset), world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
-    probs, labels, skipped = [], [], 0
-    for views, label, bad in loader:
+    rows = []  # per video: label, unreadable, probs (C)
+    for views, label, unreadable in loader:
         if views.dim() == 5:
             views = views[:, None]                                  # one view: (B, 1, 3, T, H, W)
         B, V = views.shape[:2]
         with autocast:
             logits = model(views.flatten(0, 1).to(device, non_blocking=True))  # (B*V, C)
-        probs.append(average_views(logits.reshape(B, V, -1)))
-        labels.append(label.to(device))
-        skipped += int(bad.sum())
+        probs = average_views(logits.reshape(B, V, -1)).cpu()
+        rows.append(torch.cat([label[:, None], unreadable[:, None], probs], dim=1).double())
     model.train(was_training)
-    if skipped:
-        warnings.warn(f"evaluation replaced {skipped} unreadable videos on rank {rank} (named above)")
-    index = torch.tensor(list(shard), device=device)
-    return gather_predictions(torch.cat(probs), torch.cat(labels), index, len(dataset), world)
+    width = int(all_reduce(rows[0].shape[1] if rows else 0, op=dist.ReduceOp.MAX))  # what an empty shard lacks
+    rows = gather_rows(torch.cat(rows) if rows else torch.zeros(0, width), torch.tensor(list(shard)), len(dataset))
+    readable = rows[:, 1] == 0
+    left_out = [dataset.samples[i][0] for i in (~readable).nonzero().flatten().tolist()]
+    return rows[readable, 2:].float(), rows[readable, 0].long(), left_out
+
+
+def left_out_text(left_out):
+    """How a result says which videos it could not count."""
+    if not left_out:
+        return ""
+    names = ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else "")
+    return f"; {len(left_out)} unreadable video(s) left out: {names}"
 
 
 # ----------------------------------------------------------------------------- main
@@ -356,7 +364,7 @@ def finetune(args, rank, world, device):
     total_steps = args.epochs * steps_per_epoch
     effective_batch = args.batch_size * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
-    optimizer = make_optimizer(model, lr, args.weight_decay, args.layer_decay, device)
+    optimizer = make_optimizer(model, lr, args.weight_decay, args.layer_decay)
 
     step, start_epoch, best = 0, 0, None  # best: the best single-view val top-1 so far
     if ckpt is not None:
@@ -399,12 +407,12 @@ def finetune(args, rank, world, device):
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked at log steps and before saving
     t_log, clips_since, t_start = time.time(), 0, time.time()
     for epoch in range(start_epoch, 0 if args.eval else args.epochs):
-        skipped = torch.zeros((), dtype=torch.long)
+        skipped = 0  # unreadable training videos replaced in this epoch, on this process
         for batches in epoch_micro_batches(loader, sampler, epoch, args.seed, rank, steps_per_epoch,
                                            args.accum_steps):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            skipped += sum(bad.sum() for _, _, bad in batches)
+            skipped += sum(int(bad.sum()) for _, _, bad in batches)
             micro = [mix_batch(video.to(device, non_blocking=True), label.to(device, non_blocking=True),
                                num_classes, args.mixup, args.cutmix, args.smoothing) for video, label, _ in batches]
             set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
@@ -423,17 +431,19 @@ def finetune(args, rank, world, device):
                 log({"step": step, "epoch": epoch, "loss": loss, "lr": top_lr, "clips_per_s": speed})
         else:  # the epoch ran to its end: validate, then checkpoint
             check_finite(finite, f"in epoch {epoch}", ckpt_path)
-            probs, labels = evaluate(model, val_set, device, autocast, args.batch_size, args.num_workers, rank, world)
+            probs, labels, left_out = evaluate(model, val_set, device, autocast, args.batch_size, args.num_workers,
+                                               rank, world)
             top1 = topk_accuracy(probs, labels, 1)
             improved = best is None or top1 > best  # the same on every rank: top1 is over all videos
             best = top1 if improved else best
-            if world > 1:
-                dist.all_reduce(skipped)
+            skipped = int(all_reduce(skipped))
             if is_main:
                 if skipped:
-                    warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
-                bar.write(f"[{run_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view)")
-                log({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": int(skipped)})
+                    warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
+                bar.write(f"[{run_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view, {len(labels)} "
+                          f"videos{left_out_text(left_out)})")
+                log({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": skipped,
+                     "val_left_out": len(left_out)})
                 if improved:
                     save(run_dir / "best.pt", epoch)
                 if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
@@ -443,17 +453,19 @@ def finetune(args, rank, world, device):
     bar.close()
 
     test_batch = max(1, args.batch_size // (args.test_clips * args.test_crops))  # about batch_size clips a forward
-    probs, labels = evaluate(model, test_set, device, autocast, test_batch, args.num_workers, rank, world)
+    probs, labels, left_out = evaluate(model, test_set, device, autocast, test_batch, args.num_workers, rank, world)
     k = min(5, num_classes)
     result = {"top1": topk_accuracy(probs, labels, 1), "topk": topk_accuracy(probs, labels, k), "k": k,
-              "best_val_top1": best, "minutes": (time.time() - t_start) / 60}
+              "best_val_top1": best, "videos": len(labels), "left_out": left_out,
+              "minutes": (time.time() - t_start) / 60}
     views = f"{args.test_clips} clips x {args.test_crops} crops"
     log({"step": step, "test": views, **result})
     if is_main:
         best_text = "none" if best is None else f"{100 * best:.1f}%"
         topk = f", top-{k} {100 * result['topk']:.1f}%" if k < num_classes else ""  # top-all is always 100%
-        print(f"[{run_dir.name}] multi-view test ({views}, {len(test_set)} videos): top-1 {100 * result['top1']:.1f}%"
-              f"{topk} (best single-view val top-1 {best_text}; {result['minutes']:.1f} min)")
+        print(f"[{run_dir.name}] multi-view test ({views}, {len(labels)} videos{left_out_text(left_out)}): top-1 "
+              f"{100 * result['top1']:.1f}%{topk} (best single-view val top-1 {best_text}; "
+              f"{result['minutes']:.1f} min)")
     return result
 
 

@@ -100,7 +100,11 @@ def model_config(args):
 # ----------------------------------------------------------------------------- distributed and precision
 
 def setup_distributed():
-    """(rank, world_size, device). DDP only when torchrun set RANK; gloo on CPU, nccl on CUDA."""
+    """(rank, world_size, device). DDP only when torchrun set RANK; gloo on CPU, nccl on CUDA.
+
+    RANK numbers the process among all nodes (it picks the data shard and who writes files);
+    LOCAL_RANK numbers it on its own node, so it picks the GPU: node 1 of 2 x 8 GPUs runs
+    RANK 8..15 on cuda:0..7."""
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
@@ -110,6 +114,36 @@ def setup_distributed():
         return rank, world, torch.device("cuda", local)
     dist.init_process_group("gloo")
     return rank, world, torch.device("cpu")
+
+
+def collective_device():
+    """Where a collective's tensors must live: the CPU when the process group has a CPU backend (gloo),
+    else the current CUDA device (NCCL has none: a CPU tensor there fails with "No backend type
+    associated with device type cpu")."""
+    device_types = {item.split(":")[0] for item in dist.get_backend_config().split(",")}
+    return torch.device("cpu") if "cpu" in device_types else torch.device("cuda")  # the one set_device chose
+
+
+def all_reduce(value, op=dist.ReduceOp.SUM):
+    """`value` (a tensor or a number) reduced over all processes, as a tensor on the caller's device.
+    With this and `all_gather`, every collective of the project moves its tensors to
+    `collective_device()` by construction; one process returns the value as it is."""
+    tensor = torch.as_tensor(value)
+    if not dist.is_initialized():
+        return tensor
+    reduced = tensor.to(collective_device(), copy=True)
+    dist.all_reduce(reduced, op=op)
+    return reduced.to(tensor.device)
+
+
+def all_gather(tensor):
+    """[every process's `tensor`] (same shape on all), in rank order, on the caller's device."""
+    if not dist.is_initialized():
+        return [tensor]
+    local = tensor.to(collective_device())
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [part.to(tensor.device) for part in parts]
 
 
 def amp_setup(dtype_name, device):
@@ -129,11 +163,12 @@ def no_weight_decay(name, param):
     return param.ndim <= 1 or name.endswith("pos_embed") or name.endswith("mask_token")
 
 
-def make_optimizer(model, lr, weight_decay, betas, device):
+def make_optimizer(model, lr, weight_decay, betas):
+    """AdamW with two groups (decayed or not); the fused kernel, which CUDA and the CPU both have."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in params if not no_weight_decay(n, p)], "weight_decay": weight_decay},
               {"params": [p for n, p in params if no_weight_decay(n, p)], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
 
 
 def get_lr(step, total_steps, warmup_steps, lr, min_lr):
@@ -182,6 +217,7 @@ def make_loader(name, dataset, batch_size, accum_steps, rank, world, seed, num_w
     DistributedSampler also for one process, so there is one code path)."""
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                                   drop_last=True)
+    # Pinned pages make the transfers asynchronous (non_blocking); pinning needs CUDA, so no CPU test runs it.
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     steps = len(loader) // accum_steps
@@ -202,9 +238,15 @@ def epoch_micro_batches(loader, sampler, epoch, seed, rank, steps, accum_steps):
 
 
 def check_finite(finite, when, ckpt_path):
-    """Stop on a non-finite loss before anything is saved: the last checkpoint stays the last good state."""
-    if not finite:
-        raise FloatingPointError(f"non-finite loss {when}; stopped without saving: {ckpt_path} is the last good state")
+    """Stop every process on a non-finite loss in any of them, before anything is saved: DDP's averaged
+    gradients carry one process's NaN into all weights, so rank 0 must not save even if its own loss was
+    finite. Every process calls this at the same steps and raises the same error. One host sync."""
+    bad = int(all_reduce((~finite).long()))  # processes that saw a non-finite loss
+    if bad:
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        raise FloatingPointError(
+            f"non-finite loss {when} in {bad} of {world} process(es); stopped without saving: {ckpt_path} is the "
+            f"last good state. Resume from it, e.g. with --clip_grad 1.0 or --dtype bf16 (README: Troubleshooting)")
 
 
 def append_jsonl(path, record):
@@ -312,7 +354,7 @@ def main(argv=None):
     total_steps = args.epochs * steps_per_epoch
     effective_batch = args.batch_size * args.repeat_aug * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
-    optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2), device)
+    optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2))
 
     ckpt_path = out_dir / "checkpoint.pt"
     resume = args.resume or (ckpt_path if ckpt_path.exists() else None)
@@ -356,12 +398,12 @@ def main(argv=None):
     finite = torch.ones((), dtype=torch.bool, device=device)
     t_log, clips_since = time.time(), 0
     for epoch in range(start_epoch, args.epochs):
-        skipped = torch.zeros((), dtype=torch.long)
+        skipped = 0  # unreadable videos replaced in this epoch, on this process
         for batches in epoch_micro_batches(loader, data_sampler, epoch, args.seed, rank, steps_per_epoch,
                                            args.accum_steps):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            skipped += sum(bad.sum() for _, _, bad in batches)
+            skipped += sum(int(bad.sum()) for _, _, bad in batches)
             micro = [(video.flatten(0, 1) if args.repeat_aug > 1 else video).to(device, non_blocking=True)
                      for video, _, _ in batches]  # (B*R, 3, T, H, W) with repeated augmentation
             set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
@@ -371,7 +413,7 @@ def main(argv=None):
             clips_since += sum(len(v) for v in micro) * world
             bar.update()
             if step % args.log_every == 0 or step == total_steps:
-                check_finite(finite, f"(loss, recon, sampling) = {stats.tolist()} by step {step}", ckpt_path)
+                check_finite(finite, f"by step {step}", ckpt_path)
                 loss, recon, samp = stats.tolist()
                 speed = clips_since / (time.time() - t_log)
                 t_log, clips_since = time.time(), 0
@@ -388,12 +430,11 @@ def main(argv=None):
                 write_picture(model, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
         else:  # the epoch ran to its end
             check_finite(finite, f"in epoch {epoch}", ckpt_path)
-            if world > 1:
-                dist.all_reduce(skipped)
+            skipped = int(all_reduce(skipped))
             if is_main:
                 if skipped:
-                    warnings.warn(f"epoch {epoch}: skipped {int(skipped)} unreadable videos (named above)")
-                append_jsonl(out_dir / "log.jsonl", {"epoch": epoch, "skipped_videos": int(skipped)})
+                    warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
+                append_jsonl(out_dir / "log.jsonl", {"epoch": epoch, "skipped_videos": skipped})
                 if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
                     save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
             continue

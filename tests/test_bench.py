@@ -69,7 +69,7 @@ def test_host_reads_sees_syncing_calls_and_none_in_the_training_step():
         cfg = AdaMAEConfig.preset("tiny", mask_type=mask_type, mask_ratio=0.875, img_size=32, encoder_depth=1,
                                   decoder_depth=1)
         model = AdaMAE(cfg)
-        optimizer = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
+        optimizer = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95))
         autocast, scaler = amp_setup("fp32", torch.device("cpu"))
         video = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
         assert bench.host_reads(lambda: train_step(model, [video], optimizer, scaler, autocast)) == [], mask_type

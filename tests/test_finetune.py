@@ -13,7 +13,7 @@ import finetune
 from adamae import AdaMAE, AdaMAEConfig
 from convert import reference_to_classifier
 from data import VideoDataset, write_video
-from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_predictions, load_encoder,
+from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_rows, load_encoder,
                       make_optimizer, mix_batch, read_pretrained, topk_accuracy)
 from pretrain import save_checkpoint
 from test_pretrain import free_port, losses_by_step, read_log
@@ -42,7 +42,7 @@ def pretrained_path(tmp_path_factory):
 
 def test_layer_decay_groups_cover_every_parameter_once_with_the_expected_scales():
     model = VideoClassifier(AdaMAEConfig.preset("tiny"), num_classes=4)  # 4 blocks: layers 0..5
-    opt = make_optimizer(model, 1e-3, 0.05, 0.75, torch.device("cpu"))
+    opt = make_optimizer(model, 1e-3, 0.05, 0.75)
     grouped = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())
     group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
@@ -219,6 +219,7 @@ class NumberedViews(torch.utils.data.Dataset):
 
     def __init__(self, size, views):
         self.size, self.views = size, views
+        self.samples = [(f"video{i}", i % 3) for i in range(size)]
 
     def __len__(self):
         return self.size
@@ -244,8 +245,8 @@ def eval_worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     model = ReadNumber()
-    probs, labels = evaluate(model, NumberedViews(7, views=2), torch.device("cpu"),
-                             torch.autocast("cpu", enabled=False), batch_size=2, rank=rank, world=world)
+    probs, labels, _ = evaluate(model, NumberedViews(7, views=2), torch.device("cpu"),
+                                torch.autocast("cpu", enabled=False), batch_size=2, rank=rank, world=world)
     torch.save({"probs": probs, "labels": labels, "seen": model.seen}, os.path.join(out_dir, f"eval{rank}.pt"))
     dist.destroy_process_group()
 
@@ -262,4 +263,4 @@ def test_distributed_evaluation_counts_every_video_once(tmp_path):
                       torch.autocast("cpu", enabled=False), batch_size=3)
     torch.testing.assert_close(single[0], out[0]["probs"])
     with pytest.raises(RuntimeError, match="counted twice or never"):
-        gather_predictions(torch.ones(2, 3), torch.zeros(2), torch.tensor([0, 0]), total=2, world=1)
+        gather_rows(torch.ones(2, 3), torch.tensor([0, 0]), total=2)

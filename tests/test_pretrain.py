@@ -106,7 +106,7 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_weight_decay_groups_cover_every_parameter_once():
     model = AdaMAE(AdaMAEConfig.preset("tiny"))
-    opt = make_optimizer(model, 1e-3, 0.05, (0.9, 0.95), torch.device("cpu"))
+    opt = make_optimizer(model, 1e-3, 0.05, (0.9, 0.95))
     grouped = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())
     no_decay = {id(p) for p in opt.param_groups[1]["params"]}
@@ -188,7 +188,7 @@ def ddp_worker(rank, world, port, out_dir):
     torch.manual_seed(0)
     model = AdaMAE(small_cfg())
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    opt = make_optimizer(model, 1e-2, 0.05, (0.9, 0.95), torch.device("cpu"))
+    opt = make_optimizer(model, 1e-2, 0.05, (0.9, 0.95))
     torch.manual_seed(100 + rank)  # each rank its own data and masks
     for _ in range(3):
         micro = [torch.randn(2, 3, 4, 32, 32) for _ in range(2)]
