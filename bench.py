@@ -148,6 +148,9 @@ def default_peak_tflops(device, dtype):
 
 # ----------------------------------------------------------------------------- measuring
 
+# The `device.type == "cuda"` branches (synchronize, peak memory, sync debug mode, device name, peak TFLOP/s)
+# need a GPU: no CPU test reaches them, and the README's Performance section says which GPU runs are still to do.
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset, make_synthetic
-from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, get_lr, \
-    make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
+from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, \
+    get_lr, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 
@@ -289,7 +289,7 @@ def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0
     none padded in, none dropped (no drop_last); with fewer videos than ranks a shard is empty."""
     shard = range(rank, len(dataset), world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda")  # as pretrain.make_loader
     was_training = model.training
     model.eval()
     rows = []  # per video: label, unreadable, probs (C)
@@ -341,7 +341,7 @@ def finetune(args, rank, world, device):
     is_main = rank == 0
     run_dir = Path(args.out_dir) / ("scratch" if args.scratch else "pretrained")
     ckpt_path = run_dir / "checkpoint.pt"
-    resume = args.resume or (ckpt_path if ckpt_path.exists() else None)
+    resume = find_resume(args.resume, ckpt_path)
     if args.eval and not resume:
         raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
     # The architecture: the checkpoint being resumed, else the pre-trained one (with or without its weights).

@@ -108,7 +108,7 @@ def setup_distributed():
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # needs GPUs: the CPU tests run the gloo branch and check_finite/all_reduce
         torch.cuda.set_device(local)
         dist.init_process_group("nccl")
         return rank, world, torch.device("cuda", local)
@@ -148,7 +148,7 @@ def all_gather(tensor):
 
 def amp_setup(dtype_name, device):
     """(autocast context, GradScaler): bf16 on CUDA when supported, else fp32; GradScaler only for fp16."""
-    if dtype_name is None:
+    if dtype_name is None:  # the CUDA default needs a GPU; the tests run bf16 and fp16 on the CPU by name
         dtype_name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -265,6 +265,17 @@ def save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, **ex
     os.replace(tmp, path)
 
 
+def find_resume(explicit, ckpt_path):
+    """The checkpoint to resume from: `explicit` (--resume), else ckpt_path when it exists, else None.
+    Every process must agree: a node that cannot see out_dir would start over while the others resume."""
+    resume = explicit or (ckpt_path if Path(ckpt_path).exists() else None)
+    found, world = int(all_reduce(int(resume is not None))), dist.get_world_size() if dist.is_initialized() else 1
+    if found not in (0, world):
+        raise FileNotFoundError(f"{ckpt_path}: seen by {found} of {world} processes; put out_dir on a disk every "
+                                f"node sees (or pass --resume with a path every node can read)")
+    return resume
+
+
 def load_checkpoint(path, model, optimizer=None, scaler=None):
     """Restore a pre-training checkpoint (weights_only: never unpickles arbitrary objects). Returns it."""
     ckpt = load_checkpoint_file(path)
@@ -357,7 +368,7 @@ def main(argv=None):
     optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2))
 
     ckpt_path = out_dir / "checkpoint.pt"
-    resume = args.resume or (ckpt_path if ckpt_path.exists() else None)
+    resume = find_resume(args.resume, ckpt_path)
     step, start_epoch = 0, 0
     if resume:
         ckpt = load_checkpoint(resume, model, optimizer, scaler)

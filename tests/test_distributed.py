@@ -177,3 +177,25 @@ def test_finetune_reports_how_many_videos_it_left_out(synthetic_root, tmp_path, 
     printed = capsys.readouterr().out
     assert result["videos"] == 4 and result["left_out"] == [str(tmp_path / "empty.mp4")]
     assert f"4 videos; 1 unreadable video(s) left out: {tmp_path / 'empty.mp4'}" in printed
+
+
+def resume_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    node_dir = Path(out_dir, f"node{rank}")  # out_dir on a disk of each node's own: only node 0 has the file
+    node_dir.mkdir()
+    if rank == 0:
+        (node_dir / "checkpoint.pt").write_bytes(b"")
+    try:
+        pretrain.find_resume(None, node_dir / "checkpoint.pt")
+        outcome = "resumed"
+    except FileNotFoundError as e:
+        outcome = str(e)
+    Path(out_dir, f"resume{rank}.txt").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_processes_agree_on_resuming(tmp_path):
+    mp.spawn(resume_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        assert "seen by 1 of 2 processes" in (tmp_path / f"resume{rank}.txt").read_text()

@@ -264,3 +264,14 @@ def test_distributed_evaluation_counts_every_video_once(tmp_path):
     torch.testing.assert_close(single[0], out[0]["probs"])
     with pytest.raises(RuntimeError, match="counted twice or never"):
         gather_rows(torch.ones(2, 3), torch.tensor([0, 0]), total=2)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_finetuning(synthetic_root, pretrained_path, tmp_path, dtype):
+    """Autocast (and fp16's GradScaler) through training, validation and the multi-view test, as on a GPU."""
+    result = finetune.main(run_args(synthetic_root, tmp_path, pretrained_path, "--dtype", dtype, "--epochs", "1"))
+    losses = losses_by_step(read_log(tmp_path / "pretrained"))
+    assert sorted(losses) == [1, 2] and all(np.isfinite(list(losses.values())))
+    assert result["pretrained"]["videos"] == 4 and 0 <= result["pretrained"]["top1"] <= 1
+    ckpt = torch.load(tmp_path / "pretrained" / "checkpoint.pt", weights_only=True)
+    assert (ckpt["scaler"].get("scale", 0) > 0) == (dtype == "fp16")

@@ -204,3 +204,42 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     torch.testing.assert_close(fixed[0], train_fixed(0, 1), rtol=1e-5, atol=1e-6)
     ada = [torch.load(tmp_path / f"ada{r}.pt") for r in range(2)]
     assert torch.equal(ada[0], ada[1])
+
+
+# ----------------------------------------------------------------------------- the CUDA paths, on the CPU
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_runs_and_keeps_float32_weights(synthetic_root, tmp_path, dtype):
+    """The GPU default (bf16) and fp16 with a GradScaler, both of which the CPU has too."""
+    autocast, scaler = pretrain.amp_setup(dtype, torch.device("cpu"))
+    model = AdaMAE(small_cfg())
+    with autocast:
+        out = model(torch.randn(2, 3, 4, 32, 32))
+    assert out.pred.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert out.log_probs.dtype == torch.float32  # Eq. 3 stays float32 under autocast
+    assert scaler.is_enabled() == (dtype == "fp16")
+
+    pretrain.main(run_args(synthetic_root, tmp_path, "--dtype", dtype, "--epochs", "1"))
+    losses = losses_by_step(read_log(tmp_path))
+    assert sorted(losses) == [1, 2] and all(torch.isfinite(torch.tensor(list(losses.values()))))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
+    assert (ckpt["scaler"].get("scale", 0) > 0) == (dtype == "fp16")  # the scaler's state resumes too
+
+
+def test_compiled_run_saves_the_plain_module(synthetic_root, tmp_path, monkeypatch):
+    """--compile: graph capture and AOT autograd as on a GPU; `aot_eager` skips inductor's C++ build, which
+    takes minutes on 2 cores (the slow test below runs it)."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="aot_eager"))
+    pretrain.main(run_args(synthetic_root, tmp_path, "--compile", "--epochs", "1"))
+    assert all(torch.isfinite(torch.tensor(list(losses_by_step(read_log(tmp_path)).values()))))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    AdaMAE(AdaMAEConfig.preset("tiny")).load_state_dict(ckpt["model"])  # no "_orig_mod." prefixes
+
+
+@pytest.mark.slow
+def test_compiled_run_with_inductor(synthetic_root, tmp_path):
+    """`python -m pytest -m slow`: the real --compile (inductor) for two steps, about 2 minutes on 2 cores."""
+    pretrain.main(run_args(synthetic_root, tmp_path, "--compile", "--epochs", "1"))
+    assert all(torch.isfinite(torch.tensor(list(losses_by_step(read_log(tmp_path)).values()))))
