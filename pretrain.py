@@ -394,8 +394,9 @@ def main(argv=None):
     if is_main and synthetic_root is not None:
         enrich = load_enrichment_clips(synthetic_root, cfg, args.stride)
         vis_clip = enrich[0][:1]  # (1, 3, T, H, W): a fixed held-out clip, drawn as training goes
-    elif is_main and args.vis_every:  # real data: the evaluation view of the first video
-        vis_clip = VideoDataset(dataset.samples[:1], cfg.num_frames, args.stride, cfg.img_size, train=False)[0][0][None]
+    elif is_main and args.vis_every:  # real data: the evaluation view of the first video, if it is readable
+        clip, _, unreadable = VideoDataset(dataset.samples[:1], cfg.num_frames, args.stride, cfg.img_size, train=False)[0]
+        vis_clip = None if unreadable else clip[None]
 
     def measure(step):
         prob, vis = foreground_enrichment(model, *enrich, device)

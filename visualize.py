@@ -293,11 +293,12 @@ def mask_for(model, mask_type):
 
 def read_clip(cfg, video=None, list_file=None, index=0, stride=4):
     """The evaluation clip (centre in time, short side resized, centre crop) as (1, 3, T, S, S)."""
-    dataset = VideoDataset([(video, -1)] if video else list_file, cfg.num_frames, stride, cfg.img_size,
-                           train=False, max_failures=1)
+    dataset = VideoDataset([(video, -1)] if video else list_file, cfg.num_frames, stride, cfg.img_size, train=False)
     if not 0 <= index < len(dataset):
         raise ValueError(f"--index {index} is out of range: {list_file} lists {len(dataset)} videos")
-    clip, _, _ = dataset[index]
+    clip, _, unreadable = dataset[index]
+    if unreadable:
+        raise ValueError(f"{dataset.samples[index][0]}: unreadable video (see the warning above)")
     return clip[None]
 
 

@@ -180,3 +180,10 @@ def test_authors_checkpoint_loads_through_the_preset(tmp_path):
     model = V.load_model(path, preset="tiny", mask_ratio=0.9)
     assert model.cfg == AdaMAEConfig.preset("tiny", mask_ratio=0.9) and not model.training
     assert V.figure(model, video_for(cfg, batch=1)).shape == (5 * (128 + V.GAP) + V.GAP, 8 * (128 + V.GAP) + V.GAP, 3)
+
+
+def test_an_unreadable_video_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="empty.mp4: unreadable video"):
+        V.read_clip(AdaMAEConfig.preset("tiny"), video=str(empty))
