@@ -46,6 +46,36 @@ MIN_TILE = 128    # small clips are enlarged until a tile is at least this high
 INFERNO = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
 
 
+# 3x5 glyphs, rows top to bottom, "1" = ink. Upper case is drawn as lower case.
+GLYPHS = dict(zip(
+    "0123456789abcdefghijklmnopqrstuvwxyz.-+_()=/,: ",
+    """111101101101111 010110010010111 111001111100111 111001111001111 101101111001001
+       111100111001111 111100111101111 111001001010010 111101111101111 111101111001111
+       010101111101101 110101110101110 011100100100011 110101101101110 111100110100111
+       111100110100100 011100101101011 101101111101101 111010010010111 001001001101010
+       101101110101101 100100100100111 101111111101101 110101101101101 010101101101010
+       110101110100100 010101101110011 110101110101101 011100010001110 111010010010010
+       101101101101111 101101101101010 101101111111101 101101010101101 101101010010010
+       111001010100111 000000000000010 000000111000000 000010111010000 000000000000111
+       010100100100010 010001001001010 000111000111000 001001010100100 000000000010100
+       000010000010000 000000000000000""".split()))
+FONT_SCALE = 2    # screen pixels per glyph pixel: letters 6 x 10 pixels, 8 pixels apart
+ROW_NAMES = ("input", "p (eq. 3)", "mask", "reconstruction", "error (eq. 4)")
+
+
+def text(image, x, y, string, colour=(0, 0, 0)):
+    """Draw `string` (lower case; characters without a glyph as spaces) with its top-left corner at (x, y)."""
+    for k, char in enumerate(string.lower()):
+        bits = np.array([c == "1" for c in GLYPHS.get(char, GLYPHS[" "])]).reshape(5, 3)
+        glyph = np.kron(bits, np.ones((FONT_SCALE, FONT_SCALE), bool))      # (5 * scale, 3 * scale)
+        region = image[y:y + glyph.shape[0], x + 4 * FONT_SCALE * k:x + 4 * FONT_SCALE * (k + 1) - FONT_SCALE]
+        region[glyph[:region.shape[0], :region.shape[1]]] = colour
+
+
+def text_width(string):
+    return len(string) * 4 * FONT_SCALE
+
+
 def colormap(values):
     """Floats in [0, 1], any shape -> uint8 RGB (..., 3)."""
     stops = np.linspace(0, 1, len(INFERNO))
@@ -114,18 +144,36 @@ def upscale_factor(size):
     return max(1, -(-MIN_TILE // size))
 
 
-def tile(images):
-    """(rows, cols, h, w, 3) uint8 -> one picture: each image enlarged by upscale_factor(h),
-    GAP white pixels between and around them."""
+def label_margins(row_names, col_names):
+    """(top, left): room for the column names above the tiles and the row names left of them."""
+    top = 5 * FONT_SCALE + 2 * GAP if col_names else 0
+    return top, max(map(text_width, row_names), default=-GAP) + 2 * GAP
+
+
+def tile(images, row_names=(), col_names=()):
+    """(rows, cols, h, w, 3) uint8 -> one picture: each image enlarged by upscale_factor(h), GAP white
+    pixels between and around them, names written left of the rows and above the columns."""
     rows, cols, h, w, _ = images.shape
     s = upscale_factor(h)
     h, w = h * s, w * s
-    canvas = np.full((rows * (h + GAP) + GAP, cols * (w + GAP) + GAP, 3), 255, dtype=np.uint8)
+    top, left = label_margins(row_names, col_names)
+    canvas = np.full((top + rows * (h + GAP) + GAP, left + cols * (w + GAP), 3), 255, dtype=np.uint8)
     for r in range(rows):
         for c in range(cols):
-            top, left = GAP + r * (h + GAP), GAP + c * (w + GAP)
-            canvas[top:top + h, left:left + w] = images[r, c].repeat(s, axis=0).repeat(s, axis=1)
+            y, x = top + GAP + r * (h + GAP), left + c * (w + GAP)
+            canvas[y:y + h, x:x + w] = images[r, c].repeat(s, axis=0).repeat(s, axis=1)
+    for r, name in enumerate(row_names):
+        text(canvas, GAP, top + GAP + r * (h + GAP) + (h - 5 * FONT_SCALE) // 2, name)
+    for c, name in enumerate(col_names):
+        text(canvas, left + c * (w + GAP) + (w - text_width(name)) // 2, GAP, name)
     return canvas
+
+
+def titled(picture, title):
+    """A band with `title` above the picture (the mask type of a block)."""
+    band = np.full((5 * FONT_SCALE + 2 * GAP, picture.shape[1], 3), 255, dtype=np.uint8)
+    text(band, GAP, GAP, title)
+    return np.concatenate([band, picture], axis=0)
 
 
 def stack(pictures):
@@ -135,24 +183,33 @@ def stack(pictures):
     return np.concatenate(parts, axis=0)
 
 
-def still(blocks, tubelet_size):
-    """Panels of one or more blocks (each from `render`) -> per block 5 rows x T/t columns."""
-    return stack([tile(panels[:, ::tubelet_size]) for panels in blocks])
+def still(blocks, tubelet_size, names):
+    """Panels of one or more blocks (each from `render`) -> per block its name, then 5 named rows x T/t
+    columns (one per temporal slice: t = 0, 2, ...)."""
+    columns = [f"t={f}" for f in range(0, blocks[0].shape[1], tubelet_size)]
+    return stack([titled(tile(panels[:, ::tubelet_size], ROW_NAMES, columns), name)
+                  for panels, name in zip(blocks, names)])
 
 
-def moving(blocks):
-    """Panels of one or more blocks -> one picture per frame, each block's 5 panels in a row."""
-    return [stack([tile(panels[None, :, f]) for panels in blocks]) for f in range(blocks[0].shape[1])]
+def moving(blocks, names):
+    """Panels of one or more blocks -> one picture per frame: a row per block (named on the left), its
+    five panels named above."""
+    return [tile(np.stack([panels[:, f] for panels in blocks]), names, ROW_NAMES) for f in range(blocks[0].shape[1])]
+
+
+def block_name(cfg, mask_type=None):
+    """What a block shows: the mask type (the model's own without one) and rho."""
+    return f"{mask_type or cfg.mask_type} masking, rho = {cfg.mask_ratio:g}"
 
 
 def figure(model, video, mask=None):
     """The Fig. 4 picture of one clip (1, C, T, H, W): uint8 (height, width, 3), rows (a)-(e)."""
-    return still([render(model, video, mask)], model.cfg.tubelet_size)
+    return still([render(model, video, mask)], model.cfg.tubelet_size, [block_name(model.cfg)])
 
 
 def animation_frames(model, video, mask=None):
     """One uint8 picture per frame: input | P | mask | reconstruction | error."""
-    return moving([render(model, video, mask)])
+    return moving([render(model, video, mask)], [block_name(model.cfg)])
 
 
 # ----------------------------------------------------------------------------- writing files
@@ -213,17 +270,18 @@ def save_animation(frames, path, fps=4):
         container.mux(stream.encode())
 
 
-def save_blocks(blocks, tubelet_size, png_path, anim_path=None, fps=4):
-    """Blocks of panels (from `render`) -> the still as PNG and, if anim_path is given, the animation."""
-    save_png(still(blocks, tubelet_size), png_path)
+def save_blocks(blocks, names, tubelet_size, png_path, anim_path=None, fps=4):
+    """Blocks of panels (from `render`) and their names -> the still as PNG and, if anim_path is given,
+    the animation."""
+    save_png(still(blocks, tubelet_size, names), png_path)
     if anim_path is not None:
-        save_animation(moving(blocks), anim_path, fps)
+        save_animation(moving(blocks, names), anim_path, fps)
 
 
 def save_figure(model, video, png_path, anim_path=None, mask=None):
     """Write the Fig. 4 still to png_path and, if given, the animation (.gif or .mp4), both from
     the same forward pass (the same drawn mask)."""
-    save_blocks([render(model, video, mask)], model.cfg.tubelet_size, png_path, anim_path)
+    save_blocks([render(model, video, mask)], [block_name(model.cfg)], model.cfg.tubelet_size, png_path, anim_path)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -313,7 +371,7 @@ def main(argv=None):
     name = Path(args.video).stem if args.video else f"{Path(args.list).stem}_{args.index}"
     png = Path(args.out) / f"{name}_{'-'.join(types)}.png"
     anim = None if args.animation == "none" else png.with_suffix("." + args.animation)
-    save_blocks(blocks, cfg.tubelet_size, png, anim, args.fps)
+    save_blocks(blocks, [block_name(cfg, t) for t in types], cfg.tubelet_size, png, anim, args.fps)
     print(f"{cfg.num_tokens} tokens, rho = {cfg.mask_ratio}; blocks top to bottom: {', '.join(types)}")
     for path in (png, anim):
         if path is not None:

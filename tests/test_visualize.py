@@ -41,9 +41,19 @@ def upscaled(image, s=SCALE):
     return image.repeat(s, axis=0).repeat(s, axis=1)
 
 
-def tile_at(picture, row, col, h, w):
-    top, left = V.GAP + row * (h + V.GAP), V.GAP + col * (w + V.GAP)
+def tile_at(picture, row, col, h, w, top=0, left=V.GAP):
+    top, left = top + V.GAP + row * (h + V.GAP), left + col * (w + V.GAP)
     return picture[top:top + h, left:left + w]
+
+
+def still_size(blocks, h, w, columns):
+    """(height, width) of a still: per block a title band, 5 named rows; columns named t=0, t=2, ..."""
+    top, left = V.label_margins(V.ROW_NAMES, ["t=0"])
+    block = TITLE + top + 5 * (h + V.GAP) + V.GAP
+    return blocks * block + (blocks - 1) * 3 * V.GAP, left + columns * (w + V.GAP)
+
+
+TITLE = 5 * V.FONT_SCALE + 2 * V.GAP  # the band with a block's name
 
 
 def decode(path):
@@ -107,17 +117,20 @@ def test_still_and_animation_layout(mask_type):
     picture = V.figure(model, video)
     h = w = cfg.img_size * SCALE
     columns = cfg.num_frames // cfg.tubelet_size
-    assert picture.shape == (5 * (h + V.GAP) + V.GAP, columns * (w + V.GAP) + V.GAP, 3)
+    assert picture.shape == (*still_size(1, h, w, columns), 3)
+    top, left = V.label_margins(V.ROW_NAMES, ["t=0"])
     for row in range(5):
         for col in range(columns):  # column k shows the first frame of tubelet slice k
-            assert np.array_equal(tile_at(picture, row, col, h, w), upscaled(panels[row, col * cfg.tubelet_size]))
+            assert np.array_equal(tile_at(picture, row, col, h, w, TITLE + top, left),
+                                  upscaled(panels[row, col * cfg.tubelet_size]))
     torch.manual_seed(0)
     frames = V.animation_frames(model, video)
     assert len(frames) == cfg.num_frames
+    top, left = V.label_margins([V.block_name(cfg)], V.ROW_NAMES)
     for f, frame in enumerate(frames):
-        assert frame.shape == (h + 2 * V.GAP, 5 * (w + V.GAP) + V.GAP, 3)
+        assert frame.shape == (top + h + 2 * V.GAP, left + 5 * (w + V.GAP), 3)
         for col in range(5):
-            assert np.array_equal(tile_at(frame, 0, col, h, w), upscaled(panels[col, f]))
+            assert np.array_equal(tile_at(frame, 0, col, h, w, top, left), upscaled(panels[col, f]))
 
 
 def test_saved_files_decode_with_pyav(tmp_path):
@@ -150,15 +163,14 @@ def test_comparison_stacks_one_block_per_mask_type(tmp_path):
 
     png, gif = V.main(["--checkpoint", str(checkpoint), "--video", str(clip), "--out", str(tmp_path / "out"),
                        "--compare", "random,tube,frame,adaptive", "--stride", "2"])
-    block = 5 * (32 * SCALE + V.GAP) + V.GAP
     assert png.name == "clip_random-tube-frame-adaptive.png"
-    assert decode(png)[0].shape == (4 * block + 3 * 3 * V.GAP, 2 * (32 * SCALE + V.GAP) + V.GAP, 3)
+    assert decode(png)[0].shape == (*still_size(4, 32 * SCALE, 32 * SCALE, 2), 3)
     assert len(decode(gif)) == cfg.num_frames
 
     png, mp4 = V.main(["--checkpoint", str(checkpoint), "--list", str(tmp_path / "val.csv"), "--index", "0",
                        "--out", str(tmp_path / "out"), "--mask_type", "tube", "--animation", "mp4",
                        "--mask_ratio", "0.5"])
-    assert png.name == "val_0_tube.png" and decode(png)[0].shape[0] == block
+    assert png.name == "val_0_tube.png" and decode(png)[0].shape[0] == still_size(1, 32 * SCALE, 32 * SCALE, 2)[0]
     assert len(decode(mp4)) == cfg.num_frames
 
     with pytest.raises(ValueError, match="out of range"):
@@ -179,7 +191,7 @@ def test_authors_checkpoint_loads_through_the_preset(tmp_path):
     torch.save({"model": random_state_dict(reference_shapes(cfg)), "epoch": 799}, path)
     model = V.load_model(path, preset="tiny", mask_ratio=0.9)
     assert model.cfg == AdaMAEConfig.preset("tiny", mask_ratio=0.9) and not model.training
-    assert V.figure(model, video_for(cfg, batch=1)).shape == (5 * (128 + V.GAP) + V.GAP, 8 * (128 + V.GAP) + V.GAP, 3)
+    assert V.figure(model, video_for(cfg, batch=1)).shape == (*still_size(1, 128, 128, 8), 3)
 
 
 def test_an_unreadable_video_is_an_error_naming_it(tmp_path):
@@ -187,3 +199,21 @@ def test_an_unreadable_video_is_an_error_naming_it(tmp_path):
     empty.write_bytes(b"")
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="empty.mp4: unreadable video"):
         V.read_clip(AdaMAEConfig.preset("tiny"), video=str(empty))
+
+
+def test_labels_are_drawn_where_they_belong():
+    """Row names left of the rows, block names above the blocks: ink where the text goes, and the glyphs'
+    own pattern (a picture without labels would be white there)."""
+    model = model_for("adaptive")
+    torch.manual_seed(0)
+    picture = V.figure(model, video_for(model.cfg, batch=1))
+    h = model.cfg.img_size * SCALE
+    top, left = V.label_margins(V.ROW_NAMES, ["t=0"])
+    for row, name in enumerate(V.ROW_NAMES):
+        y = TITLE + top + V.GAP + row * (h + V.GAP) + (h - 5 * V.FONT_SCALE) // 2
+        label = picture[y:y + 5 * V.FONT_SCALE, V.GAP:V.GAP + V.text_width(name)]
+        expected = np.full_like(label, 255)
+        V.text(expected, 0, 0, name)
+        assert np.array_equal(label, expected) and (label < 255).any(), name
+    band = picture[:TITLE, :V.text_width(V.block_name(model.cfg)) + V.GAP]
+    assert (band < 255).any() and V.block_name(model.cfg) == "adaptive masking, rho = 0.75"
