@@ -61,11 +61,16 @@ def test_tokenizer_conv_matches_linear_map_of_patchify():
     torch.testing.assert_close(tok(video), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_sinusoid_table_matches_reference_formula():
-    n, d = 20, 16
-    ref = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(n)])
+@pytest.mark.parametrize("n, d", [(1568, 768), (1568, 384), (20, 16)])
+def test_sinusoid_table_matches_the_float64_reference_formula(n, d):
+    """The reference's numpy table (float64): pos / 10000^(2 floor(j/2) / d), sin on even j, cos on odd j."""
+    pos, j = np.arange(n, dtype=np.float64)[:, None], np.arange(d)
+    ref = pos / np.power(10000, 2 * (j // 2) / d)
     ref[:, 0::2], ref[:, 1::2] = np.sin(ref[:, 0::2]), np.cos(ref[:, 1::2])
-    torch.testing.assert_close(sinusoid_table(n, d), torch.from_numpy(ref).float())
+    before_cast = sinusoid_table(n, d, dtype=torch.float64).numpy()
+    assert np.abs(before_cast - ref).max() <= 1e-7
+    # the float32 table is the float64 one rounded once (half an ulp of 1 is 6e-8)
+    assert np.abs(sinusoid_table(n, d).double().numpy() - ref).max() <= 1e-7
 
 
 def test_position_tables_are_not_in_the_state_dict():
