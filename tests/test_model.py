@@ -102,12 +102,22 @@ def test_every_sample_keeps_exactly_the_visible_count(mask_type, ratio):
 
 
 def test_visible_counts_of_the_spec():
-    assert visible_count("adaptive", PAPER_GRID, 0.95) == 78
-    assert visible_count("random", PAPER_GRID, 0.9) == 156
-    assert visible_count("tube", PAPER_GRID, 0.9) == 8 * 19  # 196 * 0.1 = 19.6 per slice
-    assert visible_count("frame", PAPER_GRID, 0.875) == 196  # 1 of 8 slices
-    assert visible_count("random", (1, 10, 20), 0.9) == 20   # 200 * (1 - 0.9) = 19.999... in floats
-    assert visible_count("adaptive", PAPER_GRID, 0.9999) == 1  # at least one
+    # adaptive, as the authors' code: floor(N (1 - rho)) visible
+    assert visible_count("adaptive", PAPER_GRID, 0.95) == 78    # floor(78.4)
+    assert visible_count("adaptive", PAPER_GRID, 0.9) == 156    # floor(156.8)
+    assert visible_count("adaptive", PAPER_GRID, 0.9999) == 1   # at least one
+    # baselines, as VideoMAE's generators: floor(N rho) masked
+    assert visible_count("random", PAPER_GRID, 0.9) == 157      # 1568 - floor(1411.2)
+    assert visible_count("random", PAPER_GRID, 0.75) == 392     # 1568 - 1176
+    assert visible_count("tube", PAPER_GRID, 0.9) == 8 * 20     # 196 - floor(176.4) per slice
+    assert visible_count("tube", PAPER_GRID, 0.75) == 8 * 49    # 196 - 147
+    assert visible_count("frame", PAPER_GRID, 0.875) == 196     # 8 - 7 slices
+    assert visible_count("frame", PAPER_GRID, 0.8) == 2 * 196   # 8 - floor(6.4) slices
+    # products that land a hair below an integer in floats still count as that integer
+    assert visible_count("random", (1, 10, 20), 0.9) == 20      # 200 - 180
+    assert visible_count("adaptive", (1, 10, 20), 0.9) == 20    # 200 * (1 - 0.9) = 19.999...
+    assert visible_count("tube", (8, 10, 10), 0.29) == 8 * 71   # 100 * 0.29 = 28.999...
+    assert visible_count("random", (8, 8, 8), 0.9) == 52 and visible_count("tube", (8, 8, 8), 0.9) == 56  # tiny
 
 
 def test_model_masks_have_the_configured_count_for_every_type():
