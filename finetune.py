@@ -88,7 +88,7 @@ SYNTHETIC = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.
 
 
 def get_args(argv=None):
-    parser = make_parser(__doc__, DEFAULTS, TYPES)
+    parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import textwrap
 import time
 import warnings
 from contextlib import nullcontext
@@ -73,9 +74,22 @@ DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
 
 
-def make_parser(description, defaults, types):
-    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's layout and ends each option with its default, unless its text already
+    says what the default is."""
+
+    def _get_help_string(self, action):
+        return action.help if "default" in (action.help or "") else super()._get_help_string(action)
+
+
+def make_parser(description, defaults, types, demo=None):
+    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name.
+    `demo`: the values that replace the defaults when the script runs its demo (no --data), listed in --help."""
+    epilog = None
+    if demo:
+        flags = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}" for k, v in demo.items()]
+        epilog = textwrap.fill("without --data (the demo) these defaults change: " + ", ".join(flags), width=100)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, epilog=epilog)
     for key, (value, help) in defaults.items():
         if isinstance(value, bool) or types.get(key) is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
@@ -85,7 +99,7 @@ def make_parser(description, defaults, types):
 
 
 def get_args(argv=None):
-    parser = make_parser(__doc__, DEFAULTS, TYPES)
+    parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     return parser.parse_args(argv)
