@@ -44,6 +44,8 @@ DEFAULTS = {
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
     "mask_ratio": (None, "rho; default: the preset's (0.95)"),
     "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
+    "sampler_dropout": (None, "dropout in the sampler's block while training; default: the preset's (0.1, as the "
+                              "reference); runs saved before this option existed had 0"),
     # optimisation (SPEC A.7)
     "batch_size": (8, "videos per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
@@ -67,8 +69,8 @@ DEFAULTS = {
     "vis_every": (500, "steps between pictures of a fixed held-out clip; 0 = never"),
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "clip_grad": float, "dtype": str,
-         "resume": str, "max_steps": int}
+TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "sampler_dropout": float, "clip_grad": float,
+         "dtype": str, "resume": str, "max_steps": int}
 # The embedded demo (no --data): what a 2-core laptop trains in about 3 minutes on the synthetic set.
 DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
@@ -106,7 +108,7 @@ def get_args(argv=None):
 
 
 def model_config(args):
-    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight")
+    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout")
                  if getattr(args, k) is not None}
     return AdaMAEConfig.preset(args.preset, **overrides)
 
@@ -244,7 +246,8 @@ def load_checkpoint(path, model, optimizer=None, scaler=None):
     if saved != model.cfg:
         changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
                    if getattr(saved, f.name) != getattr(model.cfg, f.name)}
-        raise ValueError(f"{path} was written for another model config (saved, now): {changed}")
+        raise ValueError(f"{path} was written for another model config (saved, now): {changed}; give the saved "
+                         f"values as options (e.g. --sampler_dropout 0) or use another --out_dir")
     model.load_state_dict(ckpt["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -50,12 +50,13 @@ class AdaptiveTokenSampler(nn.Module):
     It reads the tokenizer's output detached (the caller's job, see AdaMAE.sample) plus a learnable
     position embedding of its own, so the sampling loss reaches only these parameters (theta)."""
 
-    def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0):
+    def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0, dropout=0.1):
         super().__init__()
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are.
+        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are;
+        # dropout (training only) on its attention projection and MLP output, as there.
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5) for _ in range(depth))
+            Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5, drop=dropout) for _ in range(depth))
         self.head = nn.Linear(dim, 1)
 
     def forward(self, tokens):

@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
+from convert import load_checkpoint_file
 from sampler import MASK_TYPES, AdaptiveTokenSampler, sample_without_replacement, visible_count, BASELINE_MASKS
 from tokenizer import Tokenizer, patchify, sinusoid_table, unpatchify
 from vit import Attention
@@ -327,6 +329,36 @@ def test_presets_and_overrides():
     assert AdaMAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="preset"):
         AdaMAEConfig.preset("huge")
+
+
+def test_sampler_dropout_is_the_references_and_only_in_training():
+    assert AdaMAEConfig().sampler_dropout == 0.1
+    model = AdaMAE(small_cfg(sampler_dropout=0.5))
+    nn.init.normal_(model.sampler.head.weight)  # a non-zero head, so the block's output reaches P
+    block = model.sampler.blocks[0]
+    assert block.attn.proj_drop.p == 0.5 and block.mlp.drop.p == 0.5  # attention projection and MLP output
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts == [block.attn.proj_drop, block.mlp.drop]  # encoder and decoder have none
+    tokens = model.tokenizer(video_for(model.cfg)).detach()
+    model.train()
+    assert not torch.equal(model.sampler(tokens), model.sampler(tokens))
+    model.eval()
+    torch.testing.assert_close(model.sampler(tokens), model.sampler(tokens), rtol=0, atol=0)
+    no_dropout = AdaMAE(small_cfg(sampler_dropout=0.0))
+    no_dropout.load_state_dict(model.state_dict())  # dropout adds no parameters: the same weights load
+    no_dropout.eval()
+    torch.testing.assert_close(no_dropout.sampler(tokens), model.sampler(tokens))
+
+
+def test_config_round_trips_through_a_checkpoint_and_old_ones_still_load(tmp_path):
+    cfg = small_cfg(sampler_dropout=0.2, mask_type="adaptive")
+    torch.save({"config": cfg.to_dict()}, tmp_path / "ckpt.pt")
+    assert AdaMAEConfig.from_dict(load_checkpoint_file(tmp_path / "ckpt.pt")["config"]) == cfg
+    # a checkpoint written before the field existed was trained without sampler dropout, and loads so
+    old = {k: v for k, v in cfg.to_dict().items() if k != "sampler_dropout"}
+    assert AdaMAEConfig.from_dict(old) == small_cfg(sampler_dropout=0.0, mask_type="adaptive")
+    with pytest.raises(ValueError, match="sampler_dropout"):
+        small_cfg(sampler_dropout=1.0)
 
 
 def test_base_parameter_count_matches_reference_up_to_k_bias():
