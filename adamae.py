@@ -51,9 +51,12 @@ class AdaMAEConfig:
     mask_type: str = "adaptive"
     sampling_weight: float = 1e-4
 
+    # ViT-S/B/L/H as VideoMAE's pre-training models (encoder width, depth, heads; decoder width, heads)
     PRESETS: ClassVar[dict] = {
+        "small": dict(encoder_dim=384, encoder_heads=6, decoder_dim=192, decoder_heads=3),
         "base": {},
         "large": dict(encoder_dim=1024, encoder_depth=24, encoder_heads=16, decoder_dim=512, decoder_heads=8),
+        "huge": dict(encoder_dim=1280, encoder_depth=32, encoder_heads=16, decoder_dim=640, decoder_heads=8),
         # trains in minutes on a laptop CPU: 16x64x64 clips, 8x8 patches -> 512 tokens, 25 visible
         "tiny": dict(img_size=64, patch_size=8, encoder_dim=192, encoder_depth=4, encoder_heads=3,
                      decoder_dim=96, decoder_depth=2, decoder_heads=3, sampler_heads=4),

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from adamae import AdaMAEConfig
-from convert import load_checkpoint_file
+from convert import load_checkpoint_file, read_classifier, read_pretrained
 from data import VideoDataset, make_synthetic
 from pretrain import amp_setup, append_jsonl, check_finite, epoch_micro_batches, get_lr, make_loader, make_parser, \
     no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
@@ -47,7 +47,8 @@ DEFAULTS = {
     "test_crops": (3, "final test: spatial crops per clip along the long side"),
     "num_workers": (2, "DataLoader processes per GPU"),
     # model
-    "pretrained": (None, "checkpoint.pt of pretrain.py: its config fixes the architecture, its encoder the init"),
+    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file or VideoMAE's; its "
+                         "config (inferred for the last two) fixes the architecture, its encoder the init"),
     "scratch": (False, "random init: the architecture of --pretrained when given, else --preset"),
     "compare": (False, "after fine-tuning --pretrained, train the same model from scratch and print both"),
     "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
@@ -72,7 +73,8 @@ DEFAULTS = {
     "out_dir": ("runs/finetune", "runs go to out_dir/pretrained and out_dir/scratch (checkpoint.pt, best.pt, "
                                  "log.jsonl); the demo's videos to out_dir/synthetic"),
     "resume": (None, "checkpoint to resume from; default: the run's checkpoint.pt when it exists"),
-    "eval": (False, "no training: the multi-view test of the resumed checkpoint (e.g. --resume .../best.pt)"),
+    "eval": (False, "no training: the multi-view test of --resume FILE (finetune.py's best.pt or checkpoint.pt, or "
+                    "an authors'/VideoMAE fine-tuned classifier)"),
     "log_every": (20, "optimizer steps between log lines"),
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
@@ -103,7 +105,7 @@ def get_args(argv=None):
 
 class VideoClassifier(nn.Module):
     """(B, 3, T, H, W) video -> (B, num_classes) logits: the AdaMAE encoder over all N tokens, mean pooling,
-    LayerNorm, Linear. Parameter names match `convert.reference_to_classifier` (VideoMAE's classifiers)."""
+    LayerNorm, Linear. Parameter names match `convert.read_classifier` (VideoMAE's classifiers)."""
 
     def __init__(self, cfg: AdaMAEConfig, num_classes, drop_path=0.1):
         super().__init__()
@@ -138,16 +140,6 @@ def is_encoder_key(key):
 
 
 PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
-
-
-def read_pretrained(path):
-    """A pretrain.py checkpoint -> (AdaMAEConfig, AdaMAE state dict), loaded with weights_only=True."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no pre-training checkpoint; {PRETRAIN_HINT}")
-    ckpt = load_checkpoint_file(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not a checkpoint of pretrain.py (needs 'model' and 'config' entries)")
-    return AdaMAEConfig.from_dict(ckpt["config"]), ckpt["model"]
 
 
 def load_encoder(model, state_dict):
@@ -311,8 +303,9 @@ def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0
 
 # ----------------------------------------------------------------------------- main
 
-def make_datasets(args, cfg):
-    """(train, val single view, test multi-view) datasets and the number of classes."""
+def make_datasets(args, cfg, saved_classes=None):
+    """(train, val single view, test multi-view) datasets and the number of classes (--num_classes, else the
+    classifier's being evaluated, else the largest label + 1)."""
     common = dict(num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, sampling=args.sampling)
     train = VideoDataset(args.data, train=True, flip=args.flip, **common)
     val = VideoDataset(args.val, train=False, **common)
@@ -321,7 +314,7 @@ def make_datasets(args, cfg):
     if min(labels) < 0:
         raise ValueError(f"{args.data} / {args.val}: fine-tuning needs labels (a 'path label' list or a folder "
                          f"per class)")
-    num_classes = args.num_classes or max(labels) + 1
+    num_classes = args.num_classes or saved_classes or max(labels) + 1
     if max(labels) >= num_classes:
         raise ValueError(f"label {max(labels)} does not fit --num_classes {num_classes}")
     return train, val, test, num_classes
@@ -337,8 +330,11 @@ def finetune(args, rank, world, device):
     if args.eval and not resume:
         raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
     # The architecture: the checkpoint being resumed, else the pre-trained one (with or without its weights).
-    ckpt, pretrained_state = (load_checkpoint_file(resume), None) if resume else (None, None)
-    if ckpt is not None:
+    ckpt, pretrained_state, classifier_state, saved_classes = None, None, None, None
+    if args.eval:  # any fine-tuned classifier: ours, or the authors'/VideoMAE's
+        cfg, classifier_state, saved_classes = read_classifier(resume)
+    elif resume:
+        ckpt = load_checkpoint_file(resume)
         cfg = AdaMAEConfig.from_dict(ckpt["config"])
     elif args.pretrained is not None:
         cfg, pretrained_state = read_pretrained(args.pretrained)
@@ -348,7 +344,7 @@ def finetune(args, rank, world, device):
         raise ValueError("give --pretrained CHECKPOINT (from pretrain.py) or --scratch")
 
     torch.manual_seed(args.seed + rank)
-    train_set, val_set, test_set, num_classes = make_datasets(args, cfg)
+    train_set, val_set, test_set, num_classes = make_datasets(args, cfg, saved_classes)
     model = VideoClassifier(cfg, num_classes, args.drop_path).to(device)  # the module whose state is saved
     autocast, scaler = amp_setup(args.dtype, device)
     sampler, loader, steps_per_epoch = make_loader(args.data, train_set, args.batch_size, args.accum_steps, rank,
@@ -364,6 +360,8 @@ def finetune(args, rank, world, device):
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best_val_top1"]
+    elif classifier_state is not None:
+        model.load_state_dict(classifier_state)
     elif pretrained_state is not None and not args.scratch:
         loaded, missing, dropped = load_encoder(model, pretrained_state)
         if is_main:

@@ -40,7 +40,7 @@ DEFAULTS = {
     "num_workers": (2, "DataLoader processes per GPU"),
     "synthetic_background": ("flat", "without --data: flat | gradient backgrounds of the generated videos"),
     # model
-    "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
+    "preset": ("tiny", "AdaMAEConfig preset: tiny | small | base | large | huge"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
     "mask_ratio": (None, "rho; default: the preset's (0.95)"),
     "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),

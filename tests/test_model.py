@@ -326,9 +326,12 @@ def test_presets_and_overrides():
     assert cfg.mask_ratio == 0.9 and cfg.encoder_dim == 192
     assert AdaMAEConfig.preset("base") == AdaMAEConfig()
     assert AdaMAEConfig.preset("large").encoder_depth == 24
+    small, huge = AdaMAEConfig.preset("small"), AdaMAEConfig.preset("huge")  # VideoMAE's ViT-S and ViT-H
+    assert (small.encoder_dim, small.encoder_heads, small.decoder_dim, small.decoder_heads) == (384, 6, 192, 3)
+    assert (huge.encoder_dim, huge.encoder_depth, huge.encoder_heads, huge.decoder_dim) == (1280, 32, 16, 640)
     assert AdaMAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="preset"):
-        AdaMAEConfig.preset("huge")
+        AdaMAEConfig.preset("giant")
 
 
 def test_sampler_dropout_is_the_references_and_only_in_training():
