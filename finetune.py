@@ -6,7 +6,8 @@
         --base_lr 5e-4 --epochs 50 --test_clips 2 --pretrained runs/ssv2/checkpoint.pt      # the paper's SSv2 recipe
 
 The classifier is the pre-trained encoder over ALL tokens (no masking) with the fixed sinusoid table, mean
-pooling, LayerNorm and a linear head. Training: AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
+pooling, LayerNorm and a linear head. Training: random resized crop (scale [0.08, 1]), RandAugment and random
+erasing as the authors' fine-tuning (augment.py), AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
 label smoothing (soft-target cross-entropy). Each epoch reports single-view validation top-1 (best.pt keeps
 the best); the end reports the multi-view test: K clips x 3 crops per video, softmax averaged.
 """
@@ -43,6 +44,11 @@ DEFAULTS = {
     "stride": (4, "temporal stride of dense sampling"),
     "flip": (None, "random horizontal flip; default: on for dense sampling, off for segment sampling "
                    "(SSv2 labels such as 'left to right') and for the synthetic demo (labels are directions)"),
+    "min_scale": (0.08, "random resized crop: smallest share of the frame's area (the authors' fine-tuning; "
+                        "pre-training uses 0.5)"),
+    "rand_aug": ("rand-m7-n4-mstd0.5-inc1", "RandAugment, one draw per clip for all its frames (m: magnitude of 10, "
+                                            "n: ops, mstd: magnitude noise, inc1: ops that grow with m); '' = off"),
+    "reprob": (0.25, "random erasing: probability of one box, the same on every frame, of N(0, 1) noise; 0 = off"),
     "test_clips": (5, "final test: temporal clips per video, spread evenly (K400: 5; SSv2: 2)"),
     "test_crops": (3, "final test: spatial crops per clip along the long side"),
     "num_workers": (2, "DataLoader processes per GPU"),
@@ -307,7 +313,8 @@ def make_datasets(args, cfg, saved_classes=None):
     """(train, val single view, test multi-view) datasets and the number of classes (--num_classes, else the
     classifier's being evaluated, else the largest label + 1)."""
     common = dict(num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, sampling=args.sampling)
-    train = VideoDataset(args.data, train=True, flip=args.flip, **common)
+    train = VideoDataset(args.data, train=True, flip=args.flip, scale=(args.min_scale, 1.0), rand_aug=args.rand_aug,
+                         reprob=args.reprob, **common)
     val = VideoDataset(args.val, train=False, **common)
     test = VideoDataset(args.val, train=False, test_clips=args.test_clips, test_crops=args.test_crops, **common)
     labels = [label for _, label in train.samples + val.samples]
@@ -376,8 +383,9 @@ def finetune(args, rank, world, device):
         run_dir.mkdir(parents=True, exist_ok=True)
         scales = sorted({round(g["lr_scale"], 4) for g in optimizer.param_groups})
         print(f"[{run_dir.name}] {len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; "
-              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; flip {args.flip}, "
-              f"mixup {args.mixup}, cutmix {args.cutmix}, smoothing {args.smoothing}")
+              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; crop scale [{args.min_scale}, 1], "
+              f"flip {args.flip}, RandAugment {args.rand_aug or 'off'}, erasing {args.reprob}, mixup {args.mixup}, "
+              f"cutmix {args.cutmix}, smoothing {args.smoothing}")
         print(f"[{run_dir.name}] effective batch {args.batch_size} x {args.accum_steps} accum x {world} procs = "
               f"{effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} (min {min_lr:.3g}), "
               f"warmup {args.warmup_epochs} of {args.epochs} epochs; layer-decay scales {scales}")
