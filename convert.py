@@ -1,4 +1,4 @@
-"""Checkpoints from disk: the project's one safe loader, and the authors' released weights (SPEC B).
+"""Checkpoints from disk: the project's one safe loader, and the authors' (and VideoMAE's) released weights.
 
   * `load_checkpoint_file`        torch.load with weights_only=True; allows exactly argparse.Namespace
                                   (the `args` entry of the authors' checkpoints) besides tensors and
@@ -160,21 +160,20 @@ def infer_config(state_dict, checkpoint, path, mask_type, patch_key, blocks_pref
     the file's `args` (REFERENCE_ARGS). Raises if no preset matches; warns for each value not in the file."""
     width, in_chans, tubelet, patch, _ = state_dict[patch_key].shape
     depth = block_count(state_dict, blocks_prefix)
-    name = next((n for n in AdaMAEConfig.PRESETS if (AdaMAEConfig.preset(n).encoder_dim,
-                                                     AdaMAEConfig.preset(n).encoder_depth) == (width, depth)), None)
+    presets = {n: AdaMAEConfig.preset(n) for n in AdaMAEConfig.PRESETS}
+    name = next((n for n, p in presets.items() if (p.encoder_dim, p.encoder_depth) == (width, depth)), None)
     if name is None:
-        known = {n: (AdaMAEConfig.preset(n).encoder_dim, AdaMAEConfig.preset(n).encoder_depth)
-                 for n in AdaMAEConfig.PRESETS}
+        known = {n: (p.encoder_dim, p.encoder_depth) for n, p in presets.items()}
         raise ValueError(f"{path}: an encoder of width {width} and depth {depth} matches no preset "
                          f"(width, depth): {known}")
     fields = dict(encoder_dim=width, encoder_depth=depth, in_chans=in_chans, tubelet_size=tubelet, patch_size=patch,
                   mlp_ratio=state_dict[f"{blocks_prefix}0.mlp.fc1.weight"].shape[0] / width, mask_type=mask_type)
     if decoder:
-        fields["decoder_depth"] = block_count(state_dict, "decoder.blocks.")
+        fields["decoder_depth"] = block_count(state_dict, "decoder.blocks.")  # the tensors, not args, decide
         decoder_width = state_dict["decoder.norm.weight"].shape[0]
-        if decoder_width != AdaMAEConfig.preset(name).decoder_dim:
+        if decoder_width != presets[name].decoder_dim:
             raise ValueError(f"{path}: decoder width {decoder_width} differs from preset {name!r}'s "
-                             f"{AdaMAEConfig.preset(name).decoder_dim}; its head count is unknown")
+                             f"{presets[name].decoder_dim}; its head count is unknown")
     args = reference_args(checkpoint)
     from_args = {ours: args[theirs] for theirs, ours in REFERENCE_ARGS.items()
                  if theirs in args and ours != "decoder_depth" and (decoder or ours != "mask_ratio")}
@@ -213,13 +212,14 @@ def check_shapes(state_dict, expected, path, what):
 
 
 def file_kind(checkpoint):
-    """'ours' (a pretrain.py/finetune.py checkpoint), 'adamae' / 'videomae' (the authors' pre-training
-    files, with or without the sampler), 'classifier' (a VideoMAE-style fine-tuned file) or None."""
+    """What a loaded checkpoint is, by its keys: 'pretrain.py' / 'finetune.py' (ours: a 'config' entry),
+    'adamae' / 'videomae' (the authors' pre-training files, with or without the sampler), 'classifier'
+    (a VideoMAE-style fine-tuned file), or None."""
     if not isinstance(checkpoint, dict):
         return None
-    if "config" in checkpoint and "model" in checkpoint:
-        return "ours"
     state = state_dict_of(checkpoint)
+    if "config" in checkpoint and "model" in checkpoint:
+        return "finetune.py" if "fc_norm.weight" in state else "pretrain.py"
     if "encoder.patch_embed.proj.weight" in state:
         return "adamae" if "encoder.pos_embed_probs" in state else "videomae"
     if {"patch_embed.proj.weight", "fc_norm.weight", "head.weight"} <= set(state):
@@ -247,9 +247,7 @@ def read_pretrained(path):
     (no sampler: mask_type 'tube'); the config of the last two is inferred (`infer_config`).
     Anything else, or a tensor missing or mis-shaped, raises a ValueError naming the file."""
     checkpoint, kind = _load(path)
-    if kind == "ours" and "fc_norm.weight" in checkpoint["model"]:
-        kind = "classifier"  # finetune.py's
-    if kind == "ours":
+    if kind == "pretrain.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
     elif kind in ("adamae", "videomae"):
         state = state_dict_of(checkpoint)
@@ -257,7 +255,8 @@ def read_pretrained(path):
                            "encoder.patch_embed.proj.weight", "encoder.blocks.")
         state = reference_to_adamae(state)
     else:
-        what = "a fine-tuned classifier (use read_classifier)" if kind == "classifier" else "not recognised"
+        classifier = kind in ("finetune.py", "classifier")
+        what = "a fine-tuned classifier (use read_classifier)" if classifier else "not recognised"
         raise ValueError(f"{path}: {what}; expected {PRETRAIN_FORMATS}")
     check_shapes(state, expected_shapes(cfg), path, f"{cfg.mask_type} pre-training checkpoint")
     return cfg, state
@@ -268,16 +267,15 @@ def read_classifier(path):
     checkpoint, or the authors'/VideoMAE's fine-tuned file (mean pooling, fc_norm + head; the config
     inferred from the shapes and `args`). Anything else raises a ValueError naming the file."""
     checkpoint, kind = _load(path)
-    if kind == "ours" and "fc_norm.weight" not in checkpoint["model"]:
-        kind = "videomae"  # pretrain.py's: a pre-training file as well
-    if kind == "ours":
+    if kind == "finetune.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
     elif kind == "classifier":
         state = state_dict_of(checkpoint)
         cfg = infer_config(state, checkpoint, path, "tube", "patch_embed.proj.weight", "blocks.", decoder=False)
         state = reference_to_classifier(state)
     else:
-        what = "a pre-training file (use read_pretrained)" if kind in ("adamae", "videomae") else "not recognised"
+        pretraining = kind in ("pretrain.py", "adamae", "videomae")
+        what = "a pre-training file (use read_pretrained)" if pretraining else "not recognised"
         raise ValueError(f"{path}: {what}; expected {CLASSIFIER_FORMATS}")
     num_classes = state["head.weight"].shape[0]
     check_shapes(state, expected_shapes(cfg, num_classes), path, "classifier")

@@ -1,4 +1,4 @@
-"""Fine-tune a pre-trained AdaMAE encoder for action classification (paper Sec. 4, Tables 2-3; SPEC A.8).
+"""Fine-tune a pre-trained AdaMAE encoder for action classification (paper Sec. 4, Tables 2-3; the authors' recipe).
 
     python finetune.py              # the demo: fine-tune runs/pretrain/checkpoint.pt and train from scratch, CPU
     python finetune.py --scratch    # the demo's from-scratch run only

@@ -1,4 +1,4 @@
-"""Pre-train AdaMAE (paper Sec. 3.2 and 4, recipe SPEC A.7).
+"""Pre-train AdaMAE (paper Sec. 3.2 and 4; the recipe of Sec. 4 and the authors' code).
 
     python pretrain.py                      # the embedded demo: synthetic videos, tiny preset, CPU, ~3 min
     torchrun --nproc_per_node=8 pretrain.py --data k400_train.csv --preset base     # the paper's recipe
