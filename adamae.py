@@ -43,6 +43,7 @@ class AdaMAEConfig:
     decoder_heads: int = 6
     sampler_depth: int = 1
     sampler_heads: int = 8
+    sampler_dropout: float = 0.1  # training only, as the reference's sampler block
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     # masking: rho = 0.95 adaptive is the paper's best (Table 1b); lambda = 1e-4 as the reference code
@@ -50,9 +51,12 @@ class AdaMAEConfig:
     mask_type: str = "adaptive"
     sampling_weight: float = 1e-4
 
+    # ViT-S/B/L/H as VideoMAE's pre-training models (encoder width, depth, heads; decoder width, heads)
     PRESETS: ClassVar[dict] = {
+        "small": dict(encoder_dim=384, encoder_heads=6, decoder_dim=192, decoder_heads=3),
         "base": {},
         "large": dict(encoder_dim=1024, encoder_depth=24, encoder_heads=16, decoder_dim=512, decoder_heads=8),
+        "huge": dict(encoder_dim=1280, encoder_depth=32, encoder_heads=16, decoder_dim=640, decoder_heads=8),
         # trains in minutes on a laptop CPU: 16x64x64 clips, 8x8 patches -> 512 tokens, 25 visible
         "tiny": dict(img_size=64, patch_size=8, encoder_dim=192, encoder_depth=4, encoder_heads=3,
                      decoder_dim=96, decoder_depth=2, decoder_heads=3, sampler_heads=4),
@@ -64,13 +68,17 @@ class AdaMAEConfig:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
+    # Fields added after checkpoints were first written, with the value those checkpoints were trained with.
+    LEGACY: ClassVar[dict] = {"sampler_dropout": 0.0}
+
     @classmethod
     def from_dict(cls, d):
-        """Rebuild from `asdict(cfg)` (e.g. a checkpoint); unknown keys are an error, not ignored."""
+        """Rebuild from `asdict(cfg)` (e.g. a checkpoint); unknown keys are an error, not ignored. A field
+        the dict lacks takes its LEGACY value (the behaviour of older checkpoints), else the default."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown AdaMAEConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**cls.LEGACY, **d})
 
     def to_dict(self):
         return asdict(self)
@@ -80,6 +88,7 @@ class AdaMAEConfig:
             if not ok:
                 raise ValueError(f"AdaMAEConfig.{field}={getattr(self, field)!r}: {why}")
         check(0 < self.mask_ratio < 1, "mask_ratio", "must lie strictly between 0 and 1")
+        check(0 <= self.sampler_dropout < 1, "sampler_dropout", "must lie in [0, 1)")
         check(self.mask_type in MASK_TYPES, "mask_type", f"must be one of {MASK_TYPES}")
         check(self.img_size % self.patch_size == 0, "img_size", f"not divisible by patch_size {self.patch_size}")
         check(self.num_frames % self.tubelet_size == 0, "num_frames",
@@ -122,8 +131,8 @@ class AdaMAE(nn.Module):
         self.cfg = cfg
         N, patch_dim = cfg.num_tokens, cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
         self.tokenizer = Tokenizer(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, cfg.encoder_dim)
-        self.sampler = (AdaptiveTokenSampler(N, cfg.encoder_dim, cfg.sampler_heads, cfg.sampler_depth, cfg.mlp_ratio)
-                        if cfg.mask_type == "adaptive" else None)
+        self.sampler = (AdaptiveTokenSampler(N, cfg.encoder_dim, cfg.sampler_heads, cfg.sampler_depth, cfg.mlp_ratio,
+                                             cfg.sampler_dropout) if cfg.mask_type == "adaptive" else None)
         self.encoder = Transformer(cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, cfg.mlp_ratio, cfg.drop_path)
         self.encoder_to_decoder = nn.Linear(cfg.encoder_dim, cfg.decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))  # f_m in Sec. 3.1

@@ -1,4 +1,4 @@
-"""Checkpoints from disk: the project's one safe loader, and the authors' released weights (SPEC B).
+"""Checkpoints from disk: the project's one safe loader, and the authors' (and VideoMAE's) released weights.
 
   * `load_checkpoint_file`        torch.load with weights_only=True; allows exactly argparse.Namespace
                                   (the `args` entry of the authors' checkpoints) besides tensors and
@@ -6,6 +6,10 @@
   * `reference_to_adamae`         authors' pre-training keys (VideoMAE fork) -> `adamae.AdaMAE` keys
   * `load_reference_pretrained`   a released pre-training checkpoint -> `AdaMAE`, loaded strictly
   * `reference_to_classifier`     fine-tuned VideoMAE/AdaMAE classifier keys -> our classifier keys
+  * `read_pretrained`             any pre-training file (pretrain.py's, the authors' AdaMAE, VideoMAE's)
+                                  -> (AdaMAEConfig, state dict in AdaMAE's names), recognised by its keys
+  * `read_classifier`             any fine-tuned classifier (finetune.py's, the authors'/VideoMAE's)
+                                  -> (AdaMAEConfig, classifier state dict, number of classes)
 
 The only change of values: the reference stores separate `attn.q_bias` / `attn.v_bias` and no k
 bias; we store one `attn.qkv.bias` = cat(q_bias, 0, v_bias). A k bias adds the same amount to every
@@ -15,6 +19,9 @@ logit of a query row, which softmax cancels, so zeros reproduce the reference ex
 import argparse
 import os
 import pickle
+import re
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -130,3 +137,146 @@ def load_reference_pretrained(path_or_checkpoint, preset="base", **overrides):
     model = AdaMAE(AdaMAEConfig.preset(preset, **{**from_args, **overrides}))
     model.load_state_dict(reference_to_adamae(checkpoint))
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- any file -> (config, weights)
+
+def reference_args(checkpoint):
+    """The `args` entry of an authors' checkpoint (argparse.Namespace or dict) as a dict; {} if absent."""
+    args = checkpoint.get("args")
+    return vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+
+
+def block_count(state_dict, prefix):
+    """Number of transformer blocks named prefix{i}. in a state dict."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for m in map(pattern.match, state_dict) if m})
+
+
+def infer_config(state_dict, checkpoint, path, mask_type, patch_key, blocks_prefix, decoder=True):
+    """AdaMAEConfig of an authors' file, inferred rather than assumed: the preset whose encoder width and
+    depth match the tensors (it fixes the head counts, which shapes cannot show), the patch geometry and
+    MLP ratio from the tensors, the decoder's depth from its blocks, and img_size, num_frames and rho from
+    the file's `args` (REFERENCE_ARGS). Raises if no preset matches; warns for each value not in the file."""
+    width, in_chans, tubelet, patch, _ = state_dict[patch_key].shape
+    depth = block_count(state_dict, blocks_prefix)
+    presets = {n: AdaMAEConfig.preset(n) for n in AdaMAEConfig.PRESETS}
+    name = next((n for n, p in presets.items() if (p.encoder_dim, p.encoder_depth) == (width, depth)), None)
+    if name is None:
+        known = {n: (p.encoder_dim, p.encoder_depth) for n, p in presets.items()}
+        raise ValueError(f"{path}: an encoder of width {width} and depth {depth} matches no preset "
+                         f"(width, depth): {known}")
+    fields = dict(encoder_dim=width, encoder_depth=depth, in_chans=in_chans, tubelet_size=tubelet, patch_size=patch,
+                  mlp_ratio=state_dict[f"{blocks_prefix}0.mlp.fc1.weight"].shape[0] / width, mask_type=mask_type)
+    if decoder:
+        fields["decoder_depth"] = block_count(state_dict, "decoder.blocks.")  # the tensors, not args, decide
+        decoder_width = state_dict["decoder.norm.weight"].shape[0]
+        if decoder_width != presets[name].decoder_dim:
+            raise ValueError(f"{path}: decoder width {decoder_width} differs from preset {name!r}'s "
+                             f"{presets[name].decoder_dim}; its head count is unknown")
+    args = reference_args(checkpoint)
+    from_args = {ours: args[theirs] for theirs, ours in REFERENCE_ARGS.items()
+                 if theirs in args and ours != "decoder_depth" and (decoder or ours != "mask_ratio")}
+    if mask_type == "tube" and "mask_ratio" not in from_args:
+        from_args["mask_ratio"] = 0.9  # VideoMAE's default ratio; the sampler's 0.95 is AdaMAE's
+    wanted = ["img_size", "num_frames"] + (["mask_ratio"] if decoder else [])
+    cfg = AdaMAEConfig.preset(name, **{**fields, **from_args})
+    guessed = [k for k in wanted if k not in from_args]
+    if guessed:
+        warnings.warn(f"{path}: no {', '.join(guessed)} in its args; using those of preset {name!r}: "
+                      f"{', '.join(f'{k}={getattr(cfg, k)}' for k in guessed)}")
+    return cfg
+
+
+def expected_shapes(cfg, num_classes=None):
+    """{name: shape} of AdaMAE(cfg) (num_classes None) or of the fine-tuning classifier over its encoder
+    (tokenizer, encoder blocks, fc_norm, head); built on the meta device, so free at any size."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AdaMAE(cfg).state_dict().items()}
+    if num_classes is None:
+        return shapes
+    shapes = {k: v for k, v in shapes.items() if k.startswith(("tokenizer.", "encoder.blocks."))}
+    D = cfg.encoder_dim
+    return {**shapes, "fc_norm.weight": (D,), "fc_norm.bias": (D,), "head.weight": (num_classes, D),
+            "head.bias": (num_classes,)}
+
+
+def check_shapes(state_dict, expected, path, what):
+    """Raise a ValueError naming the file unless state_dict has exactly the expected names and shapes."""
+    missing = sorted(set(expected) - set(state_dict))
+    extra = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != expected[k])
+    if missing or extra or wrong:
+        raise ValueError(f"{path}: not a loadable {what}: missing {missing[:8]}, unexpected {extra[:8]}, "
+                         f"mis-shaped {[(k, tuple(state_dict[k].shape), expected[k]) for k in wrong[:8]]}")
+
+
+def file_kind(checkpoint):
+    """What a loaded checkpoint is, by its keys: 'pretrain.py' / 'finetune.py' (ours: a 'config' entry),
+    'adamae' / 'videomae' (the authors' pre-training files, with or without the sampler), 'classifier'
+    (a VideoMAE-style fine-tuned file), or None."""
+    if not isinstance(checkpoint, dict):
+        return None
+    state = state_dict_of(checkpoint)
+    if "config" in checkpoint and "model" in checkpoint:
+        return "finetune.py" if "fc_norm.weight" in state else "pretrain.py"
+    if "encoder.patch_embed.proj.weight" in state:
+        return "adamae" if "encoder.pos_embed_probs" in state else "videomae"
+    if {"patch_embed.proj.weight", "fc_norm.weight", "head.weight"} <= set(state):
+        return "classifier"
+    return None
+
+
+def _load(path):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    checkpoint = load_checkpoint_file(path)
+    return checkpoint, file_kind(checkpoint)
+
+
+PRETRAIN_FORMATS = ("pretrain.py's checkpoint ('config' and 'model' entries), the authors' AdaMAE pre-training "
+                    "file ('encoder.patch_embed.proj.weight', 'encoder.pos_embed_probs', 'encoder.get_token_probs.*', "
+                    "'decoder.*') or VideoMAE's (the same without the sampler's two)")
+CLASSIFIER_FORMATS = ("finetune.py's checkpoint ('config' and 'model' entries) or a VideoMAE/AdaMAE fine-tuned "
+                      "classifier with mean pooling ('patch_embed.proj.*', 'blocks.{i}.*', 'fc_norm.*', 'head.*')")
+
+
+def read_pretrained(path):
+    """A pre-training checkpoint -> (AdaMAEConfig, AdaMAE state dict), recognised by its keys:
+    pretrain.py's (its saved config), the authors' AdaMAE file (mask_type 'adaptive') or VideoMAE's
+    (no sampler: mask_type 'tube'); the config of the last two is inferred (`infer_config`).
+    Anything else, or a tensor missing or mis-shaped, raises a ValueError naming the file."""
+    checkpoint, kind = _load(path)
+    if kind == "pretrain.py":
+        cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
+    elif kind in ("adamae", "videomae"):
+        state = state_dict_of(checkpoint)
+        cfg = infer_config(state, checkpoint, path, "adaptive" if kind == "adamae" else "tube",
+                           "encoder.patch_embed.proj.weight", "encoder.blocks.")
+        state = reference_to_adamae(state)
+    else:
+        classifier = kind in ("finetune.py", "classifier")
+        what = "a fine-tuned classifier (use read_classifier)" if classifier else "not recognised"
+        raise ValueError(f"{path}: {what}; expected {PRETRAIN_FORMATS}")
+    check_shapes(state, expected_shapes(cfg), path, f"{cfg.mask_type} pre-training checkpoint")
+    return cfg, state
+
+
+def read_classifier(path):
+    """A fine-tuned classifier -> (AdaMAEConfig, classifier state dict, number of classes): finetune.py's
+    checkpoint, or the authors'/VideoMAE's fine-tuned file (mean pooling, fc_norm + head; the config
+    inferred from the shapes and `args`). Anything else raises a ValueError naming the file."""
+    checkpoint, kind = _load(path)
+    if kind == "finetune.py":
+        cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
+    elif kind == "classifier":
+        state = state_dict_of(checkpoint)
+        cfg = infer_config(state, checkpoint, path, "tube", "patch_embed.proj.weight", "blocks.", decoder=False)
+        state = reference_to_classifier(state)
+    else:
+        pretraining = kind in ("pretrain.py", "adamae", "videomae")
+        what = "a pre-training file (use read_pretrained)" if pretraining else "not recognised"
+        raise ValueError(f"{path}: {what}; expected {CLASSIFIER_FORMATS}")
+    num_classes = state["head.weight"].shape[0]
+    check_shapes(state, expected_shapes(cfg, num_classes), path, "classifier")
+    return cfg, state, num_classes

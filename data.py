@@ -7,7 +7,8 @@ Owns everything between a file on disk and the (B, 3, T, H, W) batch the model s
   * sampling     `clip_indices` / `dense_indices` (Kinetics: T frames at a fixed stride),
                  `segment_indices` (SSv2: one frame per segment), and the multi-view test
                  positions `temporal_starts` / `spatial_offsets`
-  * transforms   `train_transform` (random resized crop + flip, identical on every frame),
+  * transforms   `train_transform` (random resized crop + flip, and for fine-tuning RandAugment and
+                 random erasing from augment.py; one draw per clip, identical on every frame),
                  `eval_crops` (short side resize + centre or 3 crops along the long side)
   * dataset      `VideoDataset`, which skips unreadable files with a warning and counts them
   * synthetic    `make_synthetic`: a toy set of moving shapes over flat backgrounds (label =
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augment import draw_rand_augment, parse_rand_augment, rand_augment, random_erasing
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -320,16 +322,20 @@ def _normalise(x):
 
 
 def train_transform(clip, img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip=True,
-                    generator=None):
+                    generator=None, rand_aug=None, reprob=0.0):
     """uint8 (T, H, W, 3) -> float (3, T, img_size, img_size): one random resized crop and one
-    horizontal flip (p = 0.5) drawn per clip and applied to every frame, so motion stays intact."""
+    horizontal flip (p = 0.5) drawn per clip and applied to every frame, so motion stays intact.
+    Fine-tuning adds RandAugment (`rand_aug`, e.g. "rand-m7-n4-mstd0.5-inc1") on the crop and random
+    erasing (probability `reprob`) after normalising, each also drawn once for the whole clip."""
     h, w = clip.shape[1:3]
     top, left, ch, cw = random_resized_crop_box(h, w, scale, ratio, generator)
     x = torch.as_tensor(clip)[:, top:top + ch, left:left + cw]  # crop before the float copy
     x = _resize(_as_float(x), (img_size, img_size))
     if flip and bool(torch.rand((), generator=generator) < 0.5):
         x = x.flip(-1)
-    return _normalise(x)
+    if rand_aug:
+        x = rand_augment(x.clamp(0.0, 1.0), draw_rand_augment(rand_aug, generator))
+    return random_erasing(_normalise(x), reprob, generator)
 
 
 def eval_crops(clip, img_size, num_crops=1):
@@ -359,7 +365,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def __init__(self, source, num_frames=16, stride=4, img_size=224, train=True, sampling="dense",
                  flip=True, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), repeat_aug=1, test_clips=1,
-                 test_crops=1, max_failures=20):
+                 test_crops=1, max_failures=20, rand_aug=None, reprob=0.0):
         if sampling not in ("dense", "segment"):
             raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
         if repeat_aug > 1 and not train:
@@ -370,6 +376,9 @@ class VideoDataset(torch.utils.data.Dataset):
         self.num_frames, self.stride, self.img_size = num_frames, stride, img_size
         self.train, self.sampling, self.flip = train, sampling, flip
         self.scale, self.ratio = scale, ratio
+        if rand_aug:
+            parse_rand_augment(rand_aug)  # a malformed spec fails here, not later in a worker
+        self.rand_aug, self.reprob = rand_aug, reprob  # fine-tuning only (see train_transform)
         self.repeat_aug, self.test_clips, self.test_crops = repeat_aug, test_clips, test_crops
         self.max_failures = max_failures
         self._lengths = {}  # per worker: counting packets of a webm/mkv costs a full demux
@@ -402,8 +411,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _transform(self, clips):
         if self.train:
-            views = [train_transform(c, self.img_size, self.scale, self.ratio, self.flip)
-                     for c in clips]
+            views = [train_transform(c, self.img_size, self.scale, self.ratio, self.flip,
+                                     rand_aug=self.rand_aug, reprob=self.reprob) for c in clips]
             return views[0] if len(views) == 1 else torch.stack(views)
         views = torch.cat([eval_crops(c, self.img_size, self.test_crops) for c in clips])
         return views[0] if len(views) == 1 else views

@@ -1,4 +1,4 @@
-"""Fine-tune a pre-trained AdaMAE encoder for action classification (paper Sec. 4, Tables 2-3; SPEC A.8).
+"""Fine-tune a pre-trained AdaMAE encoder for action classification (paper Sec. 4, Tables 2-3; the authors' recipe).
 
     python finetune.py              # the demo: fine-tune runs/pretrain/checkpoint.pt and train from scratch, CPU
     python finetune.py --scratch    # the demo's from-scratch run only
@@ -6,7 +6,8 @@
         --base_lr 5e-4 --epochs 50 --test_clips 2 --pretrained runs/ssv2/checkpoint.pt      # the paper's SSv2 recipe
 
 The classifier is the pre-trained encoder over ALL tokens (no masking) with the fixed sinusoid table, mean
-pooling, LayerNorm and a linear head. Training: AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
+pooling, LayerNorm and a linear head. Training: random resized crop (scale [0.08, 1]), RandAugment and random
+erasing as the authors' fine-tuning (augment.py), AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
 label smoothing (soft-target cross-entropy). Each epoch reports single-view validation top-1 (best.pt keeps
 the best); the end reports the multi-view test: K clips x 3 crops per video, softmax averaged.
 """
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from adamae import AdaMAEConfig
-from convert import load_checkpoint_file
+from convert import load_checkpoint_file, read_classifier, read_pretrained
 from data import VideoDataset, make_synthetic
 from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, \
     get_lr, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
@@ -43,11 +44,17 @@ DEFAULTS = {
     "stride": (4, "temporal stride of dense sampling"),
     "flip": (None, "random horizontal flip; default: on for dense sampling, off for segment sampling "
                    "(SSv2 labels such as 'left to right') and for the synthetic demo (labels are directions)"),
+    "min_scale": (0.08, "random resized crop: smallest share of the frame's area (the authors' fine-tuning; "
+                        "pre-training uses 0.5)"),
+    "rand_aug": ("rand-m7-n4-mstd0.5-inc1", "RandAugment, one draw per clip for all its frames (m: magnitude of 10, "
+                                            "n: ops, mstd: magnitude noise, inc1: ops that grow with m); '' = off"),
+    "reprob": (0.25, "random erasing: probability of one box, the same on every frame, of N(0, 1) noise; 0 = off"),
     "test_clips": (5, "final test: temporal clips per video, spread evenly (K400: 5; SSv2: 2)"),
     "test_crops": (3, "final test: spatial crops per clip along the long side"),
     "num_workers": (2, "DataLoader processes per GPU"),
     # model
-    "pretrained": (None, "checkpoint.pt of pretrain.py: its config fixes the architecture, its encoder the init"),
+    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file or VideoMAE's; its "
+                         "config (inferred for the last two) fixes the architecture, its encoder the init"),
     "scratch": (False, "random init: the architecture of --pretrained when given, else --preset"),
     "compare": (False, "after fine-tuning --pretrained, train the same model from scratch and print both"),
     "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
@@ -72,7 +79,8 @@ DEFAULTS = {
     "out_dir": ("runs/finetune", "runs go to out_dir/pretrained and out_dir/scratch (checkpoint.pt, best.pt, "
                                  "log.jsonl); the demo's videos to out_dir/synthetic"),
     "resume": (None, "checkpoint to resume from; default: the run's checkpoint.pt when it exists"),
-    "eval": (False, "no training: the multi-view test of the resumed checkpoint (e.g. --resume .../best.pt)"),
+    "eval": (False, "no training: the multi-view test of --resume FILE (finetune.py's best.pt or checkpoint.pt, or "
+                    "an authors'/VideoMAE fine-tuned classifier)"),
     "log_every": (20, "optimizer steps between log lines"),
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
@@ -88,7 +96,7 @@ SYNTHETIC = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.
 
 
 def get_args(argv=None):
-    parser = make_parser(__doc__, DEFAULTS, TYPES)
+    parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     args = parser.parse_args(argv)
@@ -103,7 +111,7 @@ def get_args(argv=None):
 
 class VideoClassifier(nn.Module):
     """(B, 3, T, H, W) video -> (B, num_classes) logits: the AdaMAE encoder over all N tokens, mean pooling,
-    LayerNorm, Linear. Parameter names match `convert.reference_to_classifier` (VideoMAE's classifiers)."""
+    LayerNorm, Linear. Parameter names match `convert.read_classifier` (VideoMAE's classifiers)."""
 
     def __init__(self, cfg: AdaMAEConfig, num_classes, drop_path=0.1):
         super().__init__()
@@ -138,16 +146,6 @@ def is_encoder_key(key):
 
 
 PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
-
-
-def read_pretrained(path):
-    """A pretrain.py checkpoint -> (AdaMAEConfig, AdaMAE state dict), loaded with weights_only=True."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no pre-training checkpoint; {PRETRAIN_HINT}")
-    ckpt = load_checkpoint_file(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not a checkpoint of pretrain.py (needs 'model' and 'config' entries)")
-    return AdaMAEConfig.from_dict(ckpt["config"]), ckpt["model"]
 
 
 def load_encoder(model, state_dict):
@@ -319,17 +317,19 @@ def left_out_text(left_out):
 
 # ----------------------------------------------------------------------------- main
 
-def make_datasets(args, cfg):
-    """(train, val single view, test multi-view) datasets and the number of classes."""
+def make_datasets(args, cfg, saved_classes=None):
+    """(train, val single view, test multi-view) datasets and the number of classes (--num_classes, else the
+    classifier's being evaluated, else the largest label + 1)."""
     common = dict(num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, sampling=args.sampling)
-    train = VideoDataset(args.data, train=True, flip=args.flip, **common)
+    train = VideoDataset(args.data, train=True, flip=args.flip, scale=(args.min_scale, 1.0), rand_aug=args.rand_aug,
+                         reprob=args.reprob, **common)
     val = VideoDataset(args.val, train=False, **common)
     test = VideoDataset(args.val, train=False, test_clips=args.test_clips, test_crops=args.test_crops, **common)
     labels = [label for _, label in train.samples + val.samples]
     if min(labels) < 0:
         raise ValueError(f"{args.data} / {args.val}: fine-tuning needs labels (a 'path label' list or a folder "
                          f"per class)")
-    num_classes = args.num_classes or max(labels) + 1
+    num_classes = args.num_classes or saved_classes or max(labels) + 1
     if max(labels) >= num_classes:
         raise ValueError(f"label {max(labels)} does not fit --num_classes {num_classes}")
     return train, val, test, num_classes
@@ -345,8 +345,11 @@ def finetune(args, rank, world, device):
     if args.eval and not resume:
         raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
     # The architecture: the checkpoint being resumed, else the pre-trained one (with or without its weights).
-    ckpt, pretrained_state = (load_checkpoint_file(resume), None) if resume else (None, None)
-    if ckpt is not None:
+    ckpt, pretrained_state, classifier_state, saved_classes = None, None, None, None
+    if args.eval:  # any fine-tuned classifier: ours, or the authors'/VideoMAE's
+        cfg, classifier_state, saved_classes = read_classifier(resume)
+    elif resume:
+        ckpt = load_checkpoint_file(resume)
         cfg = AdaMAEConfig.from_dict(ckpt["config"])
     elif args.pretrained is not None:
         cfg, pretrained_state = read_pretrained(args.pretrained)
@@ -356,7 +359,7 @@ def finetune(args, rank, world, device):
         raise ValueError("give --pretrained CHECKPOINT (from pretrain.py) or --scratch")
 
     torch.manual_seed(args.seed + rank)
-    train_set, val_set, test_set, num_classes = make_datasets(args, cfg)
+    train_set, val_set, test_set, num_classes = make_datasets(args, cfg, saved_classes)
     model = VideoClassifier(cfg, num_classes, args.drop_path).to(device)  # the module whose state is saved
     autocast, scaler = amp_setup(args.dtype, device)
     sampler, loader, steps_per_epoch = make_loader(args.data, train_set, args.batch_size, args.accum_steps, rank,
@@ -372,6 +375,8 @@ def finetune(args, rank, world, device):
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best_val_top1"]
+    elif classifier_state is not None:
+        model.load_state_dict(classifier_state)
     elif pretrained_state is not None and not args.scratch:
         loaded, missing, dropped = load_encoder(model, pretrained_state)
         if is_main:
@@ -386,8 +391,9 @@ def finetune(args, rank, world, device):
         run_dir.mkdir(parents=True, exist_ok=True)
         scales = sorted({round(g["lr_scale"], 4) for g in optimizer.param_groups})
         print(f"[{run_dir.name}] {len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; "
-              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; flip {args.flip}, "
-              f"mixup {args.mixup}, cutmix {args.cutmix}, smoothing {args.smoothing}")
+              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; crop scale [{args.min_scale}, 1], "
+              f"flip {args.flip}, RandAugment {args.rand_aug or 'off'}, erasing {args.reprob}, mixup {args.mixup}, "
+              f"cutmix {args.cutmix}, smoothing {args.smoothing}")
         print(f"[{run_dir.name}] effective batch {args.batch_size} x {args.accum_steps} accum x {world} procs = "
               f"{effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} (min {min_lr:.3g}), "
               f"warmup {args.warmup_epochs} of {args.epochs} epochs; layer-decay scales {scales}")

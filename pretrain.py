@@ -1,4 +1,4 @@
-"""Pre-train AdaMAE (paper Sec. 3.2 and 4, recipe SPEC A.7).
+"""Pre-train AdaMAE (paper Sec. 3.2 and 4; the recipe of Sec. 4 and the authors' code).
 
     python pretrain.py                      # the embedded demo: synthetic videos, tiny preset, CPU, ~3 min
     torchrun --nproc_per_node=8 pretrain.py --data k400_train.csv --preset base     # the paper's recipe
@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import textwrap
 import time
 import warnings
 from contextlib import nullcontext
@@ -39,10 +40,12 @@ DEFAULTS = {
     "num_workers": (2, "DataLoader processes per GPU"),
     "synthetic_background": ("flat", "without --data: flat | gradient backgrounds of the generated videos"),
     # model
-    "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
+    "preset": ("tiny", "AdaMAEConfig preset: tiny | small | base | large | huge"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
     "mask_ratio": (None, "rho; default: the preset's (0.95)"),
     "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
+    "sampler_dropout": (None, "dropout in the sampler's block while training; default: the preset's (0.1, as the "
+                              "reference); runs saved before this option existed had 0"),
     # optimisation (SPEC A.7)
     "batch_size": (8, "videos per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
@@ -66,16 +69,29 @@ DEFAULTS = {
     "vis_every": (500, "steps between pictures of a fixed held-out clip; 0 = never"),
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "clip_grad": float, "dtype": str,
-         "resume": str, "max_steps": int}
+TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "sampler_dropout": float, "clip_grad": float,
+         "dtype": str, "resume": str, "max_steps": int}
 # The embedded demo (no --data): what a 2-core laptop trains in about 3 minutes on the synthetic set.
 DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
 
 
-def make_parser(description, defaults, types):
-    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's layout and ends each option with its default, unless its text already
+    says what the default is."""
+
+    def _get_help_string(self, action):
+        return action.help if "default" in (action.help or "") else super()._get_help_string(action)
+
+
+def make_parser(description, defaults, types, demo=None):
+    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name.
+    `demo`: the values that replace the defaults when the script runs its demo (no --data), listed in --help."""
+    epilog = None
+    if demo:
+        flags = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}" for k, v in demo.items()]
+        epilog = textwrap.fill("without --data (the demo) these defaults change: " + ", ".join(flags), width=100)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, epilog=epilog)
     for key, (value, help) in defaults.items():
         if isinstance(value, bool) or types.get(key) is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
@@ -85,14 +101,14 @@ def make_parser(description, defaults, types):
 
 
 def get_args(argv=None):
-    parser = make_parser(__doc__, DEFAULTS, TYPES)
+    parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
     if parser.parse_known_args(argv)[0].data is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
     return parser.parse_args(argv)
 
 
 def model_config(args):
-    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight")
+    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout")
                  if getattr(args, k) is not None}
     return AdaMAEConfig.preset(args.preset, **overrides)
 
@@ -283,7 +299,8 @@ def load_checkpoint(path, model, optimizer=None, scaler=None):
     if saved != model.cfg:
         changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
                    if getattr(saved, f.name) != getattr(model.cfg, f.name)}
-        raise ValueError(f"{path} was written for another model config (saved, now): {changed}")
+        raise ValueError(f"{path} was written for another model config (saved, now): {changed}; give the saved "
+                         f"values as options (e.g. --sampler_dropout 0) or use another --out_dir")
     model.load_state_dict(ckpt["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

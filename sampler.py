@@ -22,14 +22,26 @@ def keep_count(n, mask_ratio):
     return max(1, int(n * (1 - mask_ratio) + 1e-6))
 
 
+def mask_count(n, mask_ratio):
+    """floor(n * rho) masked, so n - floor(n * rho) visible; the 1e-6 as in `keep_count`."""
+    return int(n * mask_ratio + 1e-6)
+
+
 def visible_count(mask_type, grid, mask_ratio):
-    """N_v for a token grid (T/t, H/p, W/p). rho = 0.95 on the paper grid (8, 14, 14): 78 of 1568."""
+    """N_v for a token grid (T/t, H/p, W/p), the one place the counts are decided.
+
+    Adaptive keeps floor(N (1 - rho)) as the authors' code: 78 of 1568 at rho = 0.95. The baselines of
+    Table 1a are VideoMAE's, whose generators floor the MASKED count: random rho = 0.9 keeps
+    1568 - 1411 = 157, tube rho = 0.9 keeps 196 - 176 = 20 per slice (160). VideoMAE has no frame
+    generator; frame masking is rounded like its tube and random ones (rho = 0.875: 1 of 8 slices)."""
     slices, space = grid[0], grid[1] * grid[2]
+    if mask_type == "adaptive":
+        return keep_count(slices * space, mask_ratio)
     if mask_type == "tube":  # the same spatial positions in every temporal slice
-        return slices * keep_count(space, mask_ratio)
+        return slices * max(1, space - mask_count(space, mask_ratio))
     if mask_type == "frame":  # whole temporal slices
-        return keep_count(slices, mask_ratio) * space
-    return keep_count(slices * space, mask_ratio)
+        return max(1, slices - mask_count(slices, mask_ratio)) * space
+    return max(1, slices * space - mask_count(slices * space, mask_ratio))
 
 
 class AdaptiveTokenSampler(nn.Module):
@@ -38,12 +50,13 @@ class AdaptiveTokenSampler(nn.Module):
     It reads the tokenizer's output detached (the caller's job, see AdaMAE.sample) plus a learnable
     position embedding of its own, so the sampling loss reaches only these parameters (theta)."""
 
-    def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0):
+    def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0, dropout=0.1):
         super().__init__()
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are.
+        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are;
+        # dropout (training only) on its attention projection and MLP output, as there.
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5) for _ in range(depth))
+            Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5, drop=dropout) for _ in range(depth))
         self.head = nn.Linear(dim, 1)
 
     def forward(self, tokens):
@@ -77,23 +90,24 @@ def random_mask(batch, grid, mask_ratio, device=None):
     """Random patch masking [11]: visible tokens uniform over space-time."""
     n = grid[0] * grid[1] * grid[2]
     uniform = torch.zeros(batch, n, device=device)
-    return indices_to_mask(sample_without_replacement(uniform, keep_count(n, mask_ratio)), n)
+    visible = sample_without_replacement(uniform, visible_count("random", grid, mask_ratio))
+    return indices_to_mask(visible, n)
 
 
 def tube_mask(batch, grid, mask_ratio, device=None):
     """Tube masking [48]: one random spatial mask, repeated over every temporal slice."""
     space = grid[1] * grid[2]
     uniform = torch.zeros(batch, space, device=device)
-    spatial = indices_to_mask(sample_without_replacement(uniform, keep_count(space, mask_ratio)), space)
-    return spatial.repeat(1, grid[0])  # (B, T/t * space): slice-major, as the token index
+    visible = sample_without_replacement(uniform, visible_count("tube", grid, mask_ratio) // grid[0])
+    return indices_to_mask(visible, space).repeat(1, grid[0])  # (B, T/t * space): slice-major, as the token index
 
 
 def frame_mask(batch, grid, mask_ratio, device=None):
     """Frame masking [11, 48]: whole temporal slices hidden (rho = 87.5% keeps 1 of 8)."""
     slices, space = grid[0], grid[1] * grid[2]
     uniform = torch.zeros(batch, slices, device=device)
-    per_slice = indices_to_mask(sample_without_replacement(uniform, keep_count(slices, mask_ratio)), slices)
-    return per_slice.repeat_interleave(space, dim=1)  # (B, T/t * space)
+    visible = sample_without_replacement(uniform, visible_count("frame", grid, mask_ratio) // space)
+    return indices_to_mask(visible, slices).repeat_interleave(space, dim=1)  # (B, T/t * space)
 
 
 BASELINE_MASKS = {"random": random_mask, "tube": tube_mask, "frame": frame_mask}

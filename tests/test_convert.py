@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig
-from convert import load_checkpoint_file, load_reference_pretrained, reference_to_adamae, \
-    reference_to_classifier
+from convert import load_checkpoint_file, load_reference_pretrained, read_classifier, read_pretrained, \
+    reference_to_adamae, reference_to_classifier
 from sampler import random_mask
 from test_model import small_cfg, video_for
 from tokenizer import Tokenizer
@@ -179,6 +179,8 @@ def test_released_vit_b_checkpoint_loads_strictly_and_runs(tmp_path):
 
     model = load_reference_pretrained(load_checkpoint_file(path))
     assert model.cfg == AdaMAEConfig(mask_ratio=0.9)  # ViT-B; the ratio comes from args
+    cfg, state = read_pretrained(path)  # the same file, its config inferred from shapes and args
+    assert cfg == model.cfg and state.keys() == model.state_dict().keys()
     assert not model.training
     video = torch.randn(1, 3, 16, 224, 224)
     start = time.perf_counter()
@@ -206,6 +208,74 @@ def test_videomae_checkpoint_without_sampler_loads_as_a_tube_model():
     sd = {k: v for k, v in random_state_dict(reference_shapes(cfg)).items() if "probs" not in k}  # no sampler
     model = load_reference_pretrained({"model": sd}, **cfg.to_dict())
     assert model.sampler is None and model.cfg.mask_type == "tube"
+
+
+# ---------------------------------------------------------------- any file -> (config, weights)
+
+def write_reference_pretrain(path, cfg, args=True, sampler=True, seed=0):
+    """A pre-training file in the authors' layout for `cfg` ('model', 'args' Namespace, 'optimizer', 'epoch');
+    without the sampler's tensors it is VideoMAE's. Returns its state dict."""
+    sd = random_state_dict(reference_shapes(cfg), seed)
+    if not sampler:
+        sd = {k: v for k, v in sd.items() if "probs" not in k}
+    ckpt = {"model": sd, "optimizer": {}, "epoch": 799}
+    if args:
+        ckpt["args"] = argparse.Namespace(model="pretrain_videomae_base_patch16_224", mask_ratio=cfg.mask_ratio,
+                                          decoder_depth=cfg.decoder_depth, num_frames=cfg.num_frames,
+                                          input_size=cfg.img_size, batch_size=32)
+    torch.save(ckpt, path)
+    return sd
+
+
+def test_read_pretrained_takes_the_authors_adamae_file_and_infers_its_config(tmp_path):
+    tiny = AdaMAEConfig.preset("tiny", mask_ratio=0.9)
+    sd = write_reference_pretrain(tmp_path / "adamae.pth", tiny)
+    cfg, state = read_pretrained(tmp_path / "adamae.pth")
+    assert cfg == tiny  # preset from the shapes, rho / frames / size from args
+    model = AdaMAE(cfg).eval()
+    model.load_state_dict(state)  # strict
+    video = video_for(cfg, batch=2)
+    mask = random_mask(2, cfg.grid, 0.9)
+    with torch.no_grad():
+        pred, _ = reference_forward(sd, cfg, video, mask)
+        torch.testing.assert_close(model(video, mask=mask).pred, pred, rtol=1e-4, atol=1e-5)
+
+
+def test_read_pretrained_takes_videomae_files_as_tube_models_and_our_own(tmp_path):
+    tiny = AdaMAEConfig.preset("tiny", mask_type="tube", mask_ratio=0.9)
+    write_reference_pretrain(tmp_path / "videomae.pth", tiny, sampler=False)
+    cfg, state = read_pretrained(tmp_path / "videomae.pth")
+    assert cfg == tiny and AdaMAE(cfg).sampler is None
+    AdaMAE(cfg).load_state_dict(state)
+    ours = AdaMAE(small_cfg())
+    torch.save({"model": ours.state_dict(), "config": ours.cfg.to_dict(), "step": 3}, tmp_path / "ours.pt")
+    cfg, state = read_pretrained(tmp_path / "ours.pt")
+    assert cfg == small_cfg() and all(torch.equal(state[k], v) for k, v in ours.state_dict().items())
+
+
+def test_read_pretrained_without_args_says_what_it_assumed(tmp_path):
+    write_reference_pretrain(tmp_path / "bare.pth", AdaMAEConfig.preset("tiny"), args=False)
+    with pytest.warns(UserWarning, match=r"bare.pth: no img_size, num_frames, mask_ratio in its args; using those "
+                                         r"of preset 'tiny': img_size=64, num_frames=16, mask_ratio=0.95"):
+        cfg, _ = read_pretrained(tmp_path / "bare.pth")
+    assert cfg == AdaMAEConfig.preset("tiny")
+
+
+def test_files_of_no_known_layout_are_refused_by_name(tmp_path):
+    torch.save({"model": {"conv1.weight": torch.zeros(3)}}, tmp_path / "resnet.pth")
+    with pytest.raises(ValueError, match=r"resnet.pth: not recognised; expected pretrain.py's checkpoint"):
+        read_pretrained(tmp_path / "resnet.pth")
+    with pytest.raises(ValueError, match=r"resnet.pth: not recognised; expected finetune.py's checkpoint"):
+        read_classifier(tmp_path / "resnet.pth")
+    write_reference_pretrain(tmp_path / "odd.pth", small_cfg())  # a 32-wide encoder: no preset has its heads
+    with pytest.raises(ValueError, match=r"odd.pth: an encoder of width 32 and depth 2 matches no preset"):
+        read_pretrained(tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match="odd.pth: a pre-training file"):
+        read_classifier(tmp_path / "odd.pth")
+    sd = write_reference_pretrain(tmp_path / "big.pth", AdaMAEConfig.preset("tiny", img_size=96))
+    torch.save({"model": sd}, tmp_path / "big.pth")  # 1152 sampler positions, and no args to say why
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"big.pth: not a loadable.*sampler.pos_embed"):
+        read_pretrained(tmp_path / "big.pth")
 
 
 # ---------------------------------------------------------------- classifiers

@@ -1,6 +1,7 @@
 """finetune.py: layer-decay groups, mixup/cutmix, multi-view positions, softmax averaging, the pre-trained
 key mapping, real fine-tuning steps with resume, and distributed evaluation that counts every video once."""
 
+import argparse
 import os
 
 import numpy as np
@@ -8,14 +9,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 import finetune
 from adamae import AdaMAE, AdaMAEConfig
-from convert import reference_to_classifier
+from convert import read_classifier, read_pretrained, reference_to_classifier
 from data import VideoDataset, write_video
 from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_rows, load_encoder,
-                      make_optimizer, mix_batch, read_pretrained, topk_accuracy)
+                      make_optimizer, mix_batch, topk_accuracy)
 from pretrain import save_checkpoint
+from test_convert import random_state_dict, reference_block, reference_block_shapes, sinusoid, \
+    write_reference_pretrain
 from test_pretrain import free_port, losses_by_step, read_log
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
@@ -139,7 +143,7 @@ def test_pretrained_encoder_is_kept_and_pretraining_parts_dropped(pretrained_pat
     broken = {k: v for k, v in state.items() if k != "encoder.blocks.1.mlp.fc1.weight"}
     with pytest.raises(ValueError, match="encoder.blocks.1.mlp.fc1.weight"):
         load_encoder(VideoClassifier(cfg, 3), broken)
-    with pytest.raises(FileNotFoundError, match="python pretrain.py"):
+    with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint file"):
         read_pretrained(pretrained_path.parent / "missing.pt")
 
 
@@ -162,6 +166,54 @@ def test_classifier_names_match_the_reference_classifier_converter():
         else:
             theirs[key] = value
     VideoClassifier(cfg, num_classes=5).load_state_dict(reference_to_classifier({"model": theirs}))
+
+
+def write_reference_classifier(path, cfg, num_classes, seed=0):
+    """A fine-tuned classifier in VideoMAE's layout (mean pooling: fc_norm + head) with its `args`."""
+    D, p, t = cfg.encoder_dim, cfg.patch_size, cfg.tubelet_size
+    shapes = {"patch_embed.proj.weight": (D, 3, t, p, p), "patch_embed.proj.bias": (D,), "fc_norm.weight": (D,),
+              "fc_norm.bias": (D,), "head.weight": (num_classes, D), "head.bias": (num_classes,)}
+    for i in range(cfg.encoder_depth):
+        shapes.update(reference_block_shapes(f"blocks.{i}.", D))
+    sd = random_state_dict(shapes, seed)
+    args = argparse.Namespace(model="vit_small_patch16_224", input_size=cfg.img_size, num_frames=cfg.num_frames,
+                              nb_classes=num_classes, tubelet_size=t)
+    torch.save({"model": sd, "args": args, "epoch": 29, "optimizer": {}}, path)
+    return sd
+
+
+def reference_classifier_forward(sd, cfg, video):
+    """VideoMAE's VisionTransformer.forward (modeling_finetune.py, mean pooling, eval) as tensor ops."""
+    t, p = cfg.tubelet_size, cfg.patch_size
+    x = F.conv3d(video, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=(t, p, p))
+    x = x.flatten(2).transpose(1, 2)
+    x = x + sinusoid(x.shape[1], x.shape[2])
+    for i in range(cfg.encoder_depth):
+        x = reference_block(sd, f"blocks.{i}.", x, cfg.encoder_heads, 1e-6)
+    x = F.layer_norm(x.mean(1), x.shape[-1:], sd["fc_norm.weight"], sd["fc_norm.bias"], 1e-6)
+    return F.linear(x, sd["head.weight"], sd["head.bias"])
+
+
+def test_read_classifier_takes_the_authors_finetuned_file_and_ours(tmp_path):
+    tiny = AdaMAEConfig.preset("tiny")
+    sd = write_reference_classifier(tmp_path / "k400_finetuned.pth", tiny, num_classes=5)
+    cfg, state, num_classes = read_classifier(tmp_path / "k400_finetuned.pth")
+    assert num_classes == 5 and (cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads) == (192, 4, 3)
+    assert (cfg.img_size, cfg.num_frames, cfg.patch_size, cfg.tubelet_size) == (64, 16, 8, 2)
+    model = VideoClassifier(cfg, num_classes).eval()
+    model.load_state_dict(state)  # strict
+    video = torch.randn(2, 3, 16, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(video), reference_classifier_forward(sd, cfg, video), rtol=1e-4, atol=1e-5)
+    # finetune.py's own checkpoint
+    ours = VideoClassifier(small_config(), num_classes=3)
+    opt = torch.optim.AdamW(ours.parameters())
+    save_checkpoint(tmp_path / "best.pt", ours, opt, torch.amp.GradScaler("cpu", enabled=False), 4, 1,
+                    ours.cfg, finetune.get_args([]), best_val_top1=0.5)
+    cfg, state, num_classes = read_classifier(tmp_path / "best.pt")
+    assert cfg == small_config() and num_classes == 3 and state.keys() == ours.state_dict().keys()
+    with pytest.raises(ValueError, match="best.pt: a fine-tuned classifier"):
+        read_pretrained(tmp_path / "best.pt")
 
 
 def test_flip_defaults_follow_the_labels():
@@ -198,6 +250,25 @@ def test_finetuning_steps_log_checkpoint_and_test(synthetic_root, pretrained_pat
     assert ckpt["step"] == 4 and ckpt["epoch"] == 1 and (run_dir / "best.pt").exists()
     assert ckpt["best_val_top1"] == max(r["val_top1"] for r in records if "val_top1" in r)
     assert not list(run_dir.glob("*.tmp"))
+
+
+def test_the_authors_files_go_straight_into_finetuning_and_evaluation(synthetic_root, tmp_path, capsys):
+    tiny = AdaMAEConfig.preset("tiny", mask_ratio=0.9)
+    write_reference_pretrain(tmp_path / "adamae.pth", tiny)
+    write_reference_pretrain(tmp_path / "videomae.pth", AdaMAEConfig.preset("tiny", mask_type="tube"), sampler=False)
+    common = ["--data", str(synthetic_root / "train.csv"), "--val", str(synthetic_root / "val.csv"), "--stride", "2",
+              "--num_workers", "0", "--batch_size", "2", "--test_clips", "1", "--test_crops", "1"]
+    for name in ("adamae.pth", "videomae.pth"):
+        finetune.main([*common, "--pretrained", str(tmp_path / name), "--out_dir", str(tmp_path / name[:-4]),
+                       "--max_steps", "1"])
+        printed = capsys.readouterr().out
+        assert f"loaded 50 tensors (tokenizer, 4 encoder blocks) from {tmp_path / name}" in printed  # 2 + 4 x 12
+        assert "multi-view test (1 clips x 1 crops, 4 videos)" in printed
+    write_reference_classifier(tmp_path / "finetuned.pth", tiny, num_classes=6)
+    result = finetune.main([*common, "--eval", "--resume", str(tmp_path / "finetuned.pth"),
+                            "--out_dir", str(tmp_path / "eval")])["pretrained"]
+    printed = capsys.readouterr().out
+    assert "6 classes" in printed and result["k"] == 5 and 0 <= result["top1"] <= 1
 
 
 def test_resume_continues_with_the_same_losses(synthetic_root, pretrained_path, tmp_path):

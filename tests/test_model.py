@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
+from convert import load_checkpoint_file
 from sampler import MASK_TYPES, AdaptiveTokenSampler, sample_without_replacement, visible_count, BASELINE_MASKS
 from tokenizer import Tokenizer, patchify, sinusoid_table, unpatchify
 from vit import Attention
@@ -61,11 +63,16 @@ def test_tokenizer_conv_matches_linear_map_of_patchify():
     torch.testing.assert_close(tok(video), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_sinusoid_table_matches_reference_formula():
-    n, d = 20, 16
-    ref = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(n)])
+@pytest.mark.parametrize("n, d", [(1568, 768), (1568, 384), (20, 16)])
+def test_sinusoid_table_matches_the_float64_reference_formula(n, d):
+    """The reference's numpy table (float64): pos / 10000^(2 floor(j/2) / d), sin on even j, cos on odd j."""
+    pos, j = np.arange(n, dtype=np.float64)[:, None], np.arange(d)
+    ref = pos / np.power(10000, 2 * (j // 2) / d)
     ref[:, 0::2], ref[:, 1::2] = np.sin(ref[:, 0::2]), np.cos(ref[:, 1::2])
-    torch.testing.assert_close(sinusoid_table(n, d), torch.from_numpy(ref).float())
+    before_cast = sinusoid_table(n, d, dtype=torch.float64).numpy()
+    assert np.abs(before_cast - ref).max() <= 1e-7
+    # the float32 table is the float64 one rounded once (half an ulp of 1 is 6e-8)
+    assert np.abs(sinusoid_table(n, d).double().numpy() - ref).max() <= 1e-7
 
 
 def test_position_tables_are_not_in_the_state_dict():
@@ -97,12 +104,22 @@ def test_every_sample_keeps_exactly_the_visible_count(mask_type, ratio):
 
 
 def test_visible_counts_of_the_spec():
-    assert visible_count("adaptive", PAPER_GRID, 0.95) == 78
-    assert visible_count("random", PAPER_GRID, 0.9) == 156
-    assert visible_count("tube", PAPER_GRID, 0.9) == 8 * 19  # 196 * 0.1 = 19.6 per slice
-    assert visible_count("frame", PAPER_GRID, 0.875) == 196  # 1 of 8 slices
-    assert visible_count("random", (1, 10, 20), 0.9) == 20   # 200 * (1 - 0.9) = 19.999... in floats
-    assert visible_count("adaptive", PAPER_GRID, 0.9999) == 1  # at least one
+    # adaptive, as the authors' code: floor(N (1 - rho)) visible
+    assert visible_count("adaptive", PAPER_GRID, 0.95) == 78    # floor(78.4)
+    assert visible_count("adaptive", PAPER_GRID, 0.9) == 156    # floor(156.8)
+    assert visible_count("adaptive", PAPER_GRID, 0.9999) == 1   # at least one
+    # baselines, as VideoMAE's generators: floor(N rho) masked
+    assert visible_count("random", PAPER_GRID, 0.9) == 157      # 1568 - floor(1411.2)
+    assert visible_count("random", PAPER_GRID, 0.75) == 392     # 1568 - 1176
+    assert visible_count("tube", PAPER_GRID, 0.9) == 8 * 20     # 196 - floor(176.4) per slice
+    assert visible_count("tube", PAPER_GRID, 0.75) == 8 * 49    # 196 - 147
+    assert visible_count("frame", PAPER_GRID, 0.875) == 196     # 8 - 7 slices
+    assert visible_count("frame", PAPER_GRID, 0.8) == 2 * 196   # 8 - floor(6.4) slices
+    # products that land a hair below an integer in floats still count as that integer
+    assert visible_count("random", (1, 10, 20), 0.9) == 20      # 200 - 180
+    assert visible_count("adaptive", (1, 10, 20), 0.9) == 20    # 200 * (1 - 0.9) = 19.999...
+    assert visible_count("tube", (8, 10, 10), 0.29) == 8 * 71   # 100 * 0.29 = 28.999...
+    assert visible_count("random", (8, 8, 8), 0.9) == 52 and visible_count("tube", (8, 8, 8), 0.9) == 56  # tiny
 
 
 def test_model_masks_have_the_configured_count_for_every_type():
@@ -309,9 +326,42 @@ def test_presets_and_overrides():
     assert cfg.mask_ratio == 0.9 and cfg.encoder_dim == 192
     assert AdaMAEConfig.preset("base") == AdaMAEConfig()
     assert AdaMAEConfig.preset("large").encoder_depth == 24
+    small, huge = AdaMAEConfig.preset("small"), AdaMAEConfig.preset("huge")  # VideoMAE's ViT-S and ViT-H
+    assert (small.encoder_dim, small.encoder_heads, small.decoder_dim, small.decoder_heads) == (384, 6, 192, 3)
+    assert (huge.encoder_dim, huge.encoder_depth, huge.encoder_heads, huge.decoder_dim) == (1280, 32, 16, 640)
     assert AdaMAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="preset"):
-        AdaMAEConfig.preset("huge")
+        AdaMAEConfig.preset("giant")
+
+
+def test_sampler_dropout_is_the_references_and_only_in_training():
+    assert AdaMAEConfig().sampler_dropout == 0.1
+    model = AdaMAE(small_cfg(sampler_dropout=0.5))
+    nn.init.normal_(model.sampler.head.weight)  # a non-zero head, so the block's output reaches P
+    block = model.sampler.blocks[0]
+    assert block.attn.proj_drop.p == 0.5 and block.mlp.drop.p == 0.5  # attention projection and MLP output
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts == [block.attn.proj_drop, block.mlp.drop]  # encoder and decoder have none
+    tokens = model.tokenizer(video_for(model.cfg)).detach()
+    model.train()
+    assert not torch.equal(model.sampler(tokens), model.sampler(tokens))
+    model.eval()
+    torch.testing.assert_close(model.sampler(tokens), model.sampler(tokens), rtol=0, atol=0)
+    no_dropout = AdaMAE(small_cfg(sampler_dropout=0.0))
+    no_dropout.load_state_dict(model.state_dict())  # dropout adds no parameters: the same weights load
+    no_dropout.eval()
+    torch.testing.assert_close(no_dropout.sampler(tokens), model.sampler(tokens))
+
+
+def test_config_round_trips_through_a_checkpoint_and_old_ones_still_load(tmp_path):
+    cfg = small_cfg(sampler_dropout=0.2, mask_type="adaptive")
+    torch.save({"config": cfg.to_dict()}, tmp_path / "ckpt.pt")
+    assert AdaMAEConfig.from_dict(load_checkpoint_file(tmp_path / "ckpt.pt")["config"]) == cfg
+    # a checkpoint written before the field existed was trained without sampler dropout, and loads so
+    old = {k: v for k, v in cfg.to_dict().items() if k != "sampler_dropout"}
+    assert AdaMAEConfig.from_dict(old) == small_cfg(sampler_dropout=0.0, mask_type="adaptive")
+    with pytest.raises(ValueError, match="sampler_dropout"):
+        small_cfg(sampler_dropout=1.0)
 
 
 def test_base_parameter_count_matches_reference_up_to_k_bias():

@@ -96,6 +96,19 @@ def test_resume_refuses_a_checkpoint_of_another_model(synthetic_root, tmp_path):
         pretrain.main(run_args(synthetic_root, tmp_path, "--mask_ratio", "0.9"))
 
 
+@pytest.mark.parametrize("script, epochs, demo_epochs", [("pretrain", 800, 30), ("finetune", 100, 5)])
+def test_help_shows_every_default(script, epochs, demo_epochs, capsys):
+    module = __import__(script)
+    with pytest.raises(SystemExit):
+        module.get_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert f"training epochs (default: {epochs})" in text or f"(K400: 100; SSv2: 50) (default: {epochs})" in text
+    assert "AdamW weight decay" in text and "(default: 0.05)" in text
+    assert f"--epochs {demo_epochs}" in text  # the demo's own values are listed too
+    options = text.split("options:")[1]
+    assert options.count("default") >= len(module.DEFAULTS)  # every option states its default, one way or another
+
+
 def test_lr_schedule_warmup_then_cosine():
     assert get_lr(0, 100, 10, 1.0, 0.1) == 0.0
     assert get_lr(5, 100, 10, 1.0, 0.1) == pytest.approx(0.5)
