@@ -4,11 +4,15 @@
     python finetune.py --scratch    # the demo's from-scratch run only
     torchrun --nproc_per_node=8 finetune.py --data ssv2_train.csv --val ssv2_val.csv --sampling segment \\
         --base_lr 5e-4 --epochs 50 --test_clips 2 --pretrained runs/ssv2/checkpoint.pt      # the paper's SSv2 recipe
+    python finetune.py --probe      # linear probe of runs/pretrain/checkpoint.pt vs random weights, few labels
+    python finetune.py --features feats.npy --data videos/ --pretrained runs/pretrain/checkpoint.pt
+    python finetune.py --predict clip.mp4 --resume runs/finetune/pretrained/best.pt --classes names.txt
 
 The classifier is the pre-trained encoder over ALL tokens (no masking) with the fixed sinusoid table, mean
 pooling, LayerNorm and a linear head. Training: AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
 label smoothing (soft-target cross-entropy). Each epoch reports single-view validation top-1 (best.pt keeps
 the best); the end reports the multi-view test: K clips x 3 crops per video, softmax averaged.
+The encoder modes (--probe, --features, --predict) train no encoder: they read it from a checkpoint.
 """
 
 import argparse
@@ -183,7 +187,7 @@ def read_classifier(path):
         raise FileNotFoundError(f"{path}: no classifier checkpoint; {CLASSIFIER_HINT}")
     ckpt = load_checkpoint_file(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "fc_norm.weight" not in ckpt.get("model", {}):
-        raise ValueError(f"{path}: not a checkpoint of finetune.py (needs 'config' and a classifier 'model' with fc_norm and head)")
+        raise ValueError(f"{path}: not a checkpoint of finetune.py (needs 'config' and a 'model' with fc_norm and head)")
     return AdaMAEConfig.from_dict(ckpt["config"]), ckpt["model"], ckpt["model"]["head.weight"].shape[0]
 
 
@@ -346,7 +350,7 @@ def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0
     return gather_predictions(torch.cat(probs), torch.cat(labels), index, len(dataset), world)
 
 
-# ----------------------------------------------------------------------------- the frozen encoder: features, probe, predict
+# ----------------------------------------------------------------------------- frozen encoder: features, probe, predict
 
 def frozen_encoder(args, device):
     """(VideoClassifier in eval mode without gradients, where its weights come from) for --features and --probe:
@@ -366,7 +370,7 @@ def frozen_encoder(args, device):
         model, source = VideoClassifier(cfg, 1), f"the encoder of {args.pretrained}"
         load_encoder(model, state)
     else:
-        raise ValueError("which encoder? give --pretrained (pre-training checkpoint), --resume (classifier) or --scratch")
+        raise ValueError("which encoder? --pretrained (pre-training checkpoint), --resume (classifier) or --scratch")
     return model.to(device).eval().requires_grad_(False), source
 
 
@@ -466,7 +470,7 @@ def run_probes(args, rank, world, device):
     num_classes = args.num_classes or max(label for _, label in train_samples + test_samples) + 1
     if min(label for _, label in train_samples + test_samples) < 0:
         raise ValueError(f"{args.data} / {args.val}: a probe needs labels (a 'path label' list or a folder per class)")
-    arms = {"pretrained" if args.pretrained and not args.scratch else "checkpoint": args} if not args.scratch else {}
+    arms = {} if args.scratch else {"fine-tuned" if args.resume else "pretrained": args}
     if args.scratch or args.compare:
         arms["random init"] = argparse.Namespace(**{**vars(args), "scratch": True})
     autocast, batch = amp_setup(args.dtype, device)[0], max(1, args.batch_size // (args.test_clips * args.test_crops))
@@ -474,6 +478,7 @@ def run_probes(args, rank, world, device):
     for seed in range(args.seed, args.seed + args.probe_seeds):
         chosen = labelled_subset(train_labels, args.probe_per_class, seed).tolist()
         for arm, arm_args in arms.items():
+            t_start = time.time()
             if arm_args.scratch or arm not in cached:  # random weights: a new draw per seed; a checkpoint: once
                 model, source = frozen_encoder(argparse.Namespace(**{**vars(arm_args), "seed": seed}), device)
                 test = encode_views(model, views_dataset(test_samples, model.cfg, args), device, autocast, batch,
@@ -482,7 +487,8 @@ def run_probes(args, rank, world, device):
             model, source, test = cached[arm]
             train = encode_views(model, views_dataset([train_samples[i] for i in chosen], model.cfg, args), device,
                                  autocast, batch, args.num_workers, rank, world)
-            results[arm].append({**probe(train, test, num_classes, args.probe_wd, args.probe_steps), "seed": seed})
+            result = probe(train, test, num_classes, args.probe_wd, args.probe_steps)
+            results[arm].append({**result, "seed": seed, "seconds": time.time() - t_start})
             if rank == 0:
                 r = results[arm][-1]
                 topk = f", top-{r['k']} {100 * r['topk']:.1f}%" if r["k"] < num_classes else ""
@@ -502,13 +508,14 @@ def mean_and_error(values):
 def print_comparison(results, args):
     """Each arm's probe top-1 over the seeds, and the gap between the first two arms in standard errors."""
     labelled = "all" if args.probe_per_class is None else args.probe_per_class
-    print(f"linear probe top-1 ({labelled} labelled videos per class; seeds {args.seed}..{args.seed + args.probe_seeds - 1}):")
+    seeds = f"{args.seed}..{args.seed + args.probe_seeds - 1}"
+    print(f"linear probe top-1 ({labelled} labelled videos per class; seeds {seeds}):")
     stats = {}
     for arm, runs in results.items():
         top1 = [100 * r["top1"] for r in runs]
         stats[arm] = mean_and_error(top1)
         print(f"  {arm:12s} {' / '.join(f'{v:.1f}' for v in top1)}%  mean {stats[arm][0]:.1f} "
-              f"± {stats[arm][1]:.1f} (standard error)")
+              f"± {stats[arm][1]:.1f} (standard error); {sum(r['seconds'] for r in runs):.0f} s")
     if len(stats) == 2:
         (a, (mean_a, err_a)), (b, (mean_b, err_b)) = stats.items()
         error = math.hypot(err_a, err_b)
@@ -560,7 +567,8 @@ def write_features(args, rank, world, device):
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, feats.cpu().numpy())
         out.with_suffix(".txt").write_text("".join(f"{path}\n" for path, _ in samples))
-        print(f"features of {len(samples)} videos from {source}: {out} {tuple(feats.shape)}, paths {out.with_suffix('.txt')}")
+        print(f"features of {len(samples)} videos from {source}: {out} {tuple(feats.shape)}, "
+              f"paths {out.with_suffix('.txt')}")
     return feats
 
 

@@ -285,7 +285,8 @@ def two_colours(tmp_path_factory):
 
 
 def encoder_args(*extra):
-    return ["--test_clips", "2", "--test_crops", "1", "--stride", "1", "--num_workers", "0", "--batch_size", "4", *extra]
+    return ["--test_clips", "2", "--test_crops", "1", "--stride", "1", "--num_workers", "0", "--batch_size", "4",
+            *extra]
 
 
 def test_probe_of_random_features_separates_two_colours(two_colours, pretrained_path, capsys):
