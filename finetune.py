@@ -452,13 +452,18 @@ def probe(train, test, num_classes, weight_decay, steps):
     """A linear probe fitted on every view of the training videos, tested like fine-tuning: softmax averaged
     over each test video's views. train, test: ((N, V, D) features, (N,) labels); videos with NaN features
     (unreadable) are left out. -> {"top1", "topk", "k", "train_videos", "test_videos"}."""
-    (x, y), (x_test, y_test) = [(f[~f.isnan().flatten(1).any(dim=1)], labels[~f.isnan().flatten(1).any(dim=1)])
-                                for f, labels in (train, test)]
+    (x, y), (x_test, y_test) = readable(*train), readable(*test)
     layer = fit_probe(x.flatten(0, 1), y.repeat_interleave(x.shape[1]), num_classes, weight_decay, steps)
     probs = average_views(layer(x_test))  # (n, V, C) -> (n, C)
     k = min(5, num_classes)
     return {"top1": topk_accuracy(probs, y_test, 1), "topk": topk_accuracy(probs, y_test, k), "k": k,
             "train_videos": len(x), "test_videos": len(x_test)}
+
+
+def readable(features, labels):
+    """The rows of the videos whose features are not NaN (`encode_views` marks unreadable videos so)."""
+    keep = ~features.isnan().flatten(1).any(dim=1)
+    return features[keep], labels[keep]
 
 
 def run_probes(args, rank, world, device):
@@ -562,7 +567,8 @@ def write_features(args, rank, world, device):
     autocast = amp_setup(args.dtype, device)[0]
     batch = max(1, args.batch_size // (args.test_clips * args.test_crops))  # about batch_size clips a forward
     feats = encode_views(model, dataset, device, autocast, batch, args.num_workers, rank, world, args.per_clip)[0]
-    out = Path(args.features).with_suffix(".npy")
+    out = Path(args.features)
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save would name it
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, feats.cpu().numpy())

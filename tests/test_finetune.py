@@ -346,6 +346,14 @@ def test_features_rows_follow_the_list_and_per_clip_keeps_every_view(synthetic_r
     views = np.load(tmp_path / "views.npy")
     assert views.shape == (1, 2, 32) and (tmp_path / "views.txt").read_text() == f"{listed[1]}\n"
     np.testing.assert_allclose(views.mean(axis=1)[0], feats[1], atol=1e-6)
+    (tmp_path / "broken.mp4").write_bytes(b"")  # unreadable: its row is NaN, not another video's features
+    mixed = write_list(tmp_path / "mixed.csv", [(listed[0], 0), (tmp_path / "broken.mp4", 0), (listed[1], 0)])
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        finetune.main(["--features", str(tmp_path / "mixed.npy"), "--data", str(mixed),
+                       "--pretrained", str(pretrained_path), *encoder_args()])
+    rows = np.load(tmp_path / "mixed.npy")
+    assert np.isnan(rows[1]).all() and not np.isnan(rows[[0, 2]]).any()
+    np.testing.assert_allclose(rows[[0, 2]], feats[:2], atol=1e-6)
 
 
 def features_worker(rank, world, port, videos, pretrained_path, out_dir):
