@@ -83,9 +83,12 @@ def find_videos(root):
 
 
 def load_samples(source):
-    """A list file or a folder -> [(video path, label)]; raises if it names no video."""
+    """A list file, a folder or one video file -> [(video path, label)]; raises if it names no video.
+    A lone video (a known extension) gets label -1."""
     source = Path(source)
-    if source.is_file():
+    if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+        samples = [(str(source), -1)]
+    elif source.is_file():
         samples = read_list(source)
     elif source.is_dir():
         samples = find_videos(source)

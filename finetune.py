@@ -4,12 +4,16 @@
     python finetune.py --scratch    # the demo's from-scratch run only
     torchrun --nproc_per_node=8 finetune.py --data ssv2_train.csv --val ssv2_val.csv --sampling segment \\
         --base_lr 5e-4 --epochs 50 --test_clips 2 --pretrained runs/ssv2/checkpoint.pt      # the paper's SSv2 recipe
+    python finetune.py --probe      # linear probe of runs/pretrain/checkpoint.pt vs random weights, few labels
+    python finetune.py --features feats.npy --data videos/ --pretrained runs/pretrain/checkpoint.pt
+    python finetune.py --predict clip.mp4 --resume runs/finetune/pretrained/best.pt --classes names.txt
 
 The classifier is the pre-trained encoder over ALL tokens (no masking) with the fixed sinusoid table, mean
 pooling, LayerNorm and a linear head. Training: random resized crop (scale [0.08, 1]), RandAugment and random
 erasing as the authors' fine-tuning (augment.py), AdamW with layer-wise lr decay, drop-path, mixup/cutmix and
 label smoothing (soft-target cross-entropy). Each epoch reports single-view validation top-1 (best.pt keeps
 the best); the end reports the multi-view test: K clips x 3 crops per video, softmax averaged.
+The encoder modes (--probe, --features, --predict) train no encoder: they read it from a checkpoint.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -27,7 +32,7 @@ from tqdm import tqdm
 
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file, read_classifier, read_pretrained
-from data import VideoDataset, make_synthetic
+from data import VideoDataset, load_samples, make_synthetic, video_length
 from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, \
     get_lr, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
 from tokenizer import Tokenizer, sinusoid_table
@@ -84,21 +89,39 @@ DEFAULTS = {
     "log_every": (20, "optimizer steps between log lines"),
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
+    # using the encoder (no training of the encoder): the encoder of --resume (classifier), else of --pretrained,
+    # or random weights with --scratch; views: test_clips x test_crops per video
+    "probe": (False, "linear probe of the frozen encoder: fit on --data, multi-view test on --val; with --compare "
+                     "also of random weights of the same architecture"),
+    "probe_per_class": (None, "labelled training videos per class for the probe, drawn with the seed; default: all"),
+    "probe_seeds": (1, "probe with seeds seed, seed + 1, ...: the labelled subset and the random weights"),
+    "probe_wd": (1e-3, "L2 penalty of the probe's logistic regression (on standardised features)"),
+    "probe_steps": (300, "L-BFGS iterations of the probe (full batch)"),
+    "features": (None, "write features of --data (a list, a folder or one video) to this .npy: one row per video, "
+                       "the mean over its views of the mean-pooled encoder output; the paths to the same name .txt"),
+    "per_clip": (False, "--features: every view (clip x crop) of a video: (videos, views, dim) instead of the mean"),
+    "predict": (None, "a video: print the top-5 classes of the --resume classifier (multi-view test) and stop"),
+    "classes": (None, "--predict: class names, one per line (line i = class i)"),
 }
 TYPES = {"data": str, "val": str, "num_classes": int, "flip": bool, "pretrained": str, "clip_grad": float, "dtype": str,
-         "resume": str, "max_steps": int}
+         "resume": str, "max_steps": int, "probe_per_class": int, "features": str, "predict": str, "classes": str}
 # The embedded demo (no --data): each run about 2 minutes on 2 CPU cores (175 steps). The videos are square,
 # so 3 crops along the long side would be 3 copies of one crop: 2 clips x 1 crop.
 DEMO = dict(pretrained="runs/pretrain/checkpoint.pt", compare=True, flip=False, epochs=5, warmup_epochs=1,
             base_lr=0.03, num_workers=1, test_clips=2, test_crops=1, log_every=10)
+# The payoff demo (`python finetune.py --probe`): see the README's "Use the encoder".
+PROBE_DEMO = dict(probe_per_class=10, probe_seeds=3)
 # Labelled videos of its own (another seed than pre-training's): 280 train / 120 val, for a steadier top-1.
 SYNTHETIC = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3)
 
 
 def get_args(argv=None):
     parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
-    if parser.parse_known_args(argv)[0].data is None:
+    known = parser.parse_known_args(argv)[0]
+    if known.data is None and known.predict is None:
         parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
+        if known.probe:
+            parser.set_defaults(**PROBE_DEMO)
     args = parser.parse_args(argv)
     if args.scratch or args.eval:
         args.compare = False  # --scratch alone is the from-scratch run only
@@ -133,11 +156,15 @@ class VideoClassifier(nn.Module):
             self.head.weight.mul_(0.001)
             self.head.bias.mul_(0.001)
 
-    def forward(self, video):
+    def features(self, video):
+        """(B, 3, T, H, W) -> (B, D): the encoder over all N tokens, mean-pooled (before fc_norm)."""
         x = self.tokenizer(video)                    # (B, N, D)
         pos = sinusoid_table(x.shape[1], x.shape[2], x.device).to(x.dtype)
         x = self.encoder(x + pos)   # (B, N, D), all tokens: no masking at fine-tuning
-        return self.head(self.fc_norm(x.mean(dim=1)))  # (B, num_classes)
+        return x.mean(dim=1)
+
+    def forward(self, video):
+        return self.head(self.fc_norm(self.features(video)))  # (B, num_classes)
 
 
 def is_encoder_key(key):
@@ -145,6 +172,7 @@ def is_encoder_key(key):
     return key.startswith("tokenizer.") or key.startswith("encoder.blocks.")
 
 
+CLASSIFIER_HINT = "pass --resume PATH: best.pt or checkpoint.pt of a finetune.py run"
 PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
 
 
@@ -315,6 +343,235 @@ def left_out_text(left_out):
     return f"; {len(left_out)} unreadable video(s) left out: {names}"
 
 
+# ----------------------------------------------------------------------------- frozen encoder: features, probe, predict
+
+def frozen_encoder(args, device):
+    """(VideoClassifier in eval mode without gradients, where its weights come from) for --features and --probe:
+    the encoder of a fine-tuned classifier (--resume), of a pre-training checkpoint (--pretrained), or random
+    weights drawn with --seed (--scratch; the architecture of --pretrained if given, else --preset), the
+    baseline that shows what pre-training added. Only the encoder is used: `VideoClassifier.features`."""
+    if args.scratch:
+        cfg = read_pretrained(args.pretrained)[0] if args.pretrained else AdaMAEConfig.preset(args.preset)
+        torch.manual_seed(args.seed)
+        model, source = VideoClassifier(cfg, 1), f"random weights (seed {args.seed})"
+    elif args.resume:
+        cfg, state, num_classes = read_classifier(args.resume)
+        model, source = VideoClassifier(cfg, num_classes), f"the encoder of {args.resume}"
+        model.load_state_dict(state)
+    elif args.pretrained:
+        cfg, state = read_pretrained(args.pretrained)
+        model, source = VideoClassifier(cfg, 1), f"the encoder of {args.pretrained}"
+        load_encoder(model, state)
+    else:
+        raise ValueError("which encoder? --pretrained (pre-training checkpoint), --resume (classifier) or --scratch")
+    return model.to(device).eval().requires_grad_(False), source
+
+
+def views_dataset(samples, cfg, args):
+    """Every video of `samples` ([(path, label)]) as its multi-view test views: test_clips x test_crops, clip-major."""
+    return VideoDataset(samples, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, train=False,
+                        sampling=args.sampling, test_clips=args.test_clips, test_crops=args.test_crops)
+
+
+@torch.no_grad()
+def encode_views(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1, per_view=True):
+    """Mean-pooled encoder features of every view -> ((N, V, D) float32, or (N, D) averaged over the views when
+    not per_view; labels (N,)), in dataset order on every rank. Rank r encodes videos r, r + world, ... as
+    `evaluate` does, with a progress bar on rank 0. An unreadable video gets a row of NaN (the dataset warned
+    with its name and gave a placeholder clip, whose features must not stand for it)."""
+    shard = range(rank, len(dataset), world)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    V, D = dataset.test_clips * dataset.test_crops, model.cfg.encoder_dim
+    feats = [torch.empty(0, V if per_view else 1, D, device=device)]  # an empty shard still joins the gather
+    labels = [torch.empty(0, device=device)]
+    for views, label, bad in tqdm(loader, desc="features", unit="batch", disable=rank != 0, dynamic_ncols=True):
+        views = views.reshape(-1, V, *views.shape[-4:])                           # (B, V, 3, T, H, W)
+        with autocast:
+            f = model.features(views.flatten(0, 1).to(device, non_blocking=True))  # (B*V, D)
+        f = f.float().reshape(-1, V, D)
+        f = f if per_view else f.mean(dim=1, keepdim=True)
+        f[bad.to(device) > 0] = float("nan")
+        feats.append(f)
+        labels.append(label.to(device))
+    rows = torch.cat([torch.cat(labels)[:, None], torch.cat(feats).flatten(1)], dim=1)  # (n, 1 + V*D)
+    rows = gather_rows(rows.cpu(), torch.tensor(list(shard)), len(dataset)).float()
+    labels, feats = rows[:, 0].long(), rows[:, 1:]
+    return (feats.reshape(len(dataset), V, D) if per_view else feats), labels
+
+
+def fit_probe(features, labels, num_classes, weight_decay, steps):
+    """Multinomial logistic regression on frozen features (n, D) -> nn.Linear(D, num_classes) on raw features.
+
+    The features are standardised per dimension with their own mean and std, and the scaling is folded into
+    the returned layer. That is MAE's linear probe (a BatchNorm without affine before the head): with features
+    computed once, its statistics are exactly these. Not fc_norm: it is a LayerNorm that fine-tuning learns,
+    and a pre-training checkpoint has none. Full-batch L-BFGS on cross-entropy + weight_decay/2 |W|^2 from
+    zeros: a convex problem, so the result does not depend on a seed."""
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    x = (features - mean) / std
+    layer = nn.Linear(features.shape[1], num_classes).to(features.device)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(x), labels) + weight_decay / 2 * layer.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():  # W (x - mean) / std + b = (W / std) x + (b - (W / std) mean)
+        layer.weight.div_(std)
+        layer.bias.sub_(layer.weight @ mean)
+    return layer.requires_grad_(False)
+
+
+def labelled_subset(labels, per_class, seed):
+    """Indices of `per_class` training videos of every class drawn with `seed` (all videos when None)."""
+    if per_class is None:
+        return torch.arange(len(labels))
+    generator, chosen = torch.Generator().manual_seed(seed), []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten().cpu()
+        if len(members) < per_class:
+            raise ValueError(f"--probe_per_class {per_class}: class {c} has only {len(members)} training videos")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def probe(train, test, num_classes, weight_decay, steps):
+    """A linear probe fitted on every view of the training videos, tested like fine-tuning: softmax averaged
+    over each test video's views. train, test: ((N, V, D) features, (N,) labels); videos with NaN features
+    (unreadable) are left out. -> {"top1", "topk", "k", "train_videos", "test_videos"}."""
+    (x, y), (x_test, y_test) = readable(*train), readable(*test)
+    layer = fit_probe(x.flatten(0, 1), y.repeat_interleave(x.shape[1]), num_classes, weight_decay, steps)
+    probs = average_views(layer(x_test))  # (n, V, C) -> (n, C)
+    k = min(5, num_classes)
+    return {"top1": topk_accuracy(probs, y_test, 1), "topk": topk_accuracy(probs, y_test, k), "k": k,
+            "train_videos": len(x), "test_videos": len(x_test)}
+
+
+def readable(features, labels):
+    """The rows of the videos whose features are not NaN (`encode_views` marks unreadable videos so)."""
+    keep = ~features.isnan().flatten(1).any(dim=1)
+    return features[keep], labels[keep]
+
+
+def run_probes(args, rank, world, device):
+    """--probe: linear probes of the frozen encoder on --data, tested on --val, one per seed (seed, seed + 1, ...,
+    --probe_seeds of them; a seed draws the labelled subset and, for random weights, the init). With --compare
+    the same for random weights of the same architecture: what pre-training adds. -> {arm: [result per seed]}."""
+    train_samples, test_samples = load_samples(args.data), load_samples(args.val)
+    train_labels = torch.tensor([label for _, label in train_samples])
+    num_classes = args.num_classes or max(label for _, label in train_samples + test_samples) + 1
+    if min(label for _, label in train_samples + test_samples) < 0:
+        raise ValueError(f"{args.data} / {args.val}: a probe needs labels (a 'path label' list or a folder per class)")
+    arms = {} if args.scratch else {"fine-tuned" if args.resume else "pretrained": args}
+    if args.scratch or args.compare:
+        arms["random init"] = argparse.Namespace(**{**vars(args), "scratch": True})
+    autocast, batch = amp_setup(args.dtype, device)[0], max(1, args.batch_size // (args.test_clips * args.test_crops))
+    results, cached = {arm: [] for arm in arms}, {}
+    for seed in range(args.seed, args.seed + args.probe_seeds):
+        chosen = labelled_subset(train_labels, args.probe_per_class, seed).tolist()
+        for arm, arm_args in arms.items():
+            t_start = time.time()
+            if arm_args.scratch or arm not in cached:  # random weights: a new draw per seed; a checkpoint: once
+                model, source = frozen_encoder(argparse.Namespace(**{**vars(arm_args), "seed": seed}), device)
+                test = encode_views(model, views_dataset(test_samples, model.cfg, args), device, autocast, batch,
+                                    args.num_workers, rank, world)
+                cached[arm] = model, source, test
+            model, source, test = cached[arm]
+            train = encode_views(model, views_dataset([train_samples[i] for i in chosen], model.cfg, args), device,
+                                 autocast, batch, args.num_workers, rank, world)
+            result = probe(train, test, num_classes, args.probe_wd, args.probe_steps)
+            results[arm].append({**result, "seed": seed, "seconds": time.time() - t_start})
+            if rank == 0:
+                r = results[arm][-1]
+                topk = f", top-{r['k']} {100 * r['topk']:.1f}%" if r["k"] < num_classes else ""
+                print(f"[probe {arm}, seed {seed}] {source}: {r['train_videos']} train / {r['test_videos']} test "
+                      f"videos, {args.test_clips} clips x {args.test_crops} crops: top-1 {100 * r['top1']:.1f}%{topk}")
+    if rank == 0:
+        print_comparison(results, args)
+    return results
+
+
+def mean_and_error(values):
+    """(mean, standard error of the mean) of a list; the error is 0 for a single value."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std() / math.sqrt(len(t))).item() if len(t) > 1 else 0.0
+
+
+def print_comparison(results, args):
+    """Each arm's probe top-1 over the seeds, and the gap between the first two arms in standard errors."""
+    labelled = "all" if args.probe_per_class is None else args.probe_per_class
+    seeds = f"{args.seed}..{args.seed + args.probe_seeds - 1}"
+    print(f"linear probe top-1 ({labelled} labelled videos per class; seeds {seeds}):")
+    stats = {}
+    for arm, runs in results.items():
+        top1 = [100 * r["top1"] for r in runs]
+        stats[arm] = mean_and_error(top1)
+        print(f"  {arm:12s} {' / '.join(f'{v:.1f}' for v in top1)}%  mean {stats[arm][0]:.1f} "
+              f"± {stats[arm][1]:.1f} (standard error); {sum(r['seconds'] for r in runs):.0f} s")
+    if len(stats) == 2:
+        (a, (mean_a, err_a)), (b, (mean_b, err_b)) = stats.items()
+        error = math.hypot(err_a, err_b)
+        sigmas = f" = {(mean_a - mean_b) / error:.1f} standard errors" if error > 0 else ""
+        print(f"{a} - {b}: {mean_a - mean_b:+.1f} points{sigmas}")
+
+
+def read_class_names(path, num_classes):
+    """One class name per line, line i = class i; the count must match the classifier's."""
+    names = Path(path).read_text().splitlines()
+    if len(names) != num_classes:
+        raise ValueError(f"{path}: {len(names)} class names for a classifier of {num_classes} classes "
+                         f"(one name per line, line i = class i)")
+    return names
+
+
+def predict(args, device):
+    """--predict VIDEO: the --resume classifier's top-5 classes with their probabilities, from the multi-view
+    test (test_clips x test_crops views, softmax averaged: `evaluate`). Returns [(class, name, probability)]."""
+    if args.resume is None:
+        raise ValueError(f"--predict needs a classifier; {CLASSIFIER_HINT}")
+    cfg, state, num_classes = read_classifier(args.resume)
+    names = read_class_names(args.classes, num_classes) if args.classes else [str(c) for c in range(num_classes)]
+    video_length(args.predict)  # an unreadable video stops here, named, instead of being swapped for another
+    model = VideoClassifier(cfg, num_classes).to(device)
+    model.load_state_dict(state)
+    dataset = views_dataset([(args.predict, 0)], cfg, args)
+    probs = evaluate(model, dataset, device, amp_setup(args.dtype, device)[0], batch_size=1)[0][0]
+    top = probs.topk(min(5, num_classes))
+    print(f"{args.predict}: {args.test_clips} clips x {args.test_crops} crops, softmax averaged")
+    ranked = [(c, names[c], p) for p, c in zip(top.values.tolist(), top.indices.tolist())]
+    for _, name, p in ranked:
+        print(f"{100 * p:6.2f}%  {name}")
+    return ranked
+
+
+def write_features(args, rank, world, device):
+    """--features OUT: one row per video of --data (a list, a folder or one video) to OUT (.npy), the mean of its
+    views' mean-pooled features (N, D), or every view (N, V, D) with --per_clip; the video paths, one per line
+    in the same order, to OUT with the suffix .txt. Rows of unreadable videos are NaN."""
+    model, source = frozen_encoder(args, device)
+    samples = load_samples(args.data)
+    dataset = views_dataset(samples, model.cfg, args)
+    autocast = amp_setup(args.dtype, device)[0]
+    batch = max(1, args.batch_size // (args.test_clips * args.test_crops))  # about batch_size clips a forward
+    feats = encode_views(model, dataset, device, autocast, batch, args.num_workers, rank, world, args.per_clip)[0]
+    out = Path(args.features)
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as np.save would name it
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, feats.cpu().numpy())
+        out.with_suffix(".txt").write_text("".join(f"{path}\n" for path, _ in samples))
+        print(f"features of {len(samples)} videos from {source}: {out} {tuple(feats.shape)}, "
+              f"paths {out.with_suffix('.txt')}")
+    return feats
+
+
 # ----------------------------------------------------------------------------- main
 
 def make_datasets(args, cfg, saved_classes=None):
@@ -477,6 +734,10 @@ def finetune(args, rank, world, device):
 
 def main(argv=None):
     args = get_args(argv)
+    if args.predict is not None:  # one video in one process: nothing to set up
+        return predict(args, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.features is not None and args.data is None:
+        raise ValueError("--features OUT needs --data: a list file, a folder or one video")
     if args.pretrained is not None and not args.eval and not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"{args.pretrained}: no pre-training checkpoint; {PRETRAIN_HINT}")  # before any work
     rank, world, device = setup_distributed()
@@ -487,8 +748,12 @@ def main(argv=None):
         if world > 1:
             dist.barrier()  # the other ranks wait for the set to exist
         args.data, args.val = str(root / "train.csv"), str(root / "val.csv")
+    if args.features is not None:
+        return finish(write_features(args, rank, world, device), world)
     if args.val is None:
         raise ValueError("--val LIST is needed with --data (validation and the multi-view test)")
+    if args.probe:
+        return finish(run_probes(args, rank, world, device), world)
     results = {"pretrained": finetune(args, rank, world, device)} if not args.scratch else {}
     if args.scratch or args.compare:
         # an explicit --resume belongs to the run it names: the pre-trained one when comparing
@@ -498,6 +763,11 @@ def main(argv=None):
         pre, scr = results["pretrained"], results["scratch"]
         print(f"multi-view top-1: pre-trained {100 * pre['top1']:.1f}% vs from scratch {100 * scr['top1']:.1f}% "
               f"({100 * (pre['top1'] - scr['top1']):+.1f} points)")
+    return finish(results, world)
+
+
+def finish(results, world):
+    """Leave the process group together and return the results."""
     if world > 1:
         dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
         dist.destroy_process_group()

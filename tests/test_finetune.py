@@ -346,3 +346,201 @@ def test_mixed_precision_finetuning(synthetic_root, pretrained_path, tmp_path, d
     assert result["pretrained"]["videos"] == 4 and 0 <= result["pretrained"]["top1"] <= 1
     ckpt = torch.load(tmp_path / "pretrained" / "checkpoint.pt", weights_only=True)
     assert (ckpt["scaler"].get("scale", 0) > 0) == (dtype == "fp16")
+
+
+# ----------------------------------------------------------------------------- using the encoder
+
+def write_list(path, samples):
+    path.write_text("".join(f"{video} {label}\n" for video, label in samples))
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_colours(tmp_path_factory):
+    """(train list, val list): 8-frame 32x32 videos, reddish (label 0) or bluish (label 1), with random noise."""
+    root, rng, samples = tmp_path_factory.mktemp("colours"), np.random.default_rng(0), []
+    for i in range(12):
+        label = i % 2
+        frames = rng.integers(0, 60, (8, 32, 32, 3)) + np.array([180, 40, 40] if label == 0 else [40, 40, 180])
+        write_video(root / f"{i}.mp4", frames.clip(0, 255).astype(np.uint8))
+        samples.append((f"{i}.mp4", label))
+    return write_list(root / "train.csv", samples[:8]), write_list(root / "val.csv", samples[8:])
+
+
+def encoder_args(*extra):
+    return ["--test_clips", "2", "--test_crops", "1", "--stride", "1", "--num_workers", "0", "--batch_size", "4",
+            *extra]
+
+
+def test_probe_of_random_features_separates_two_colours(two_colours, pretrained_path, capsys):
+    train, val = two_colours
+    results = finetune.main(["--probe", "--data", str(train), "--val", str(val), "--pretrained", str(pretrained_path),
+                             "--compare", "--probe_per_class", "2", "--probe_seeds", "2", *encoder_args()])
+    assert sorted(results) == ["pretrained", "random init"]  # the small pre-trained model is random too
+    for arm, runs in results.items():
+        assert [r["seed"] for r in runs] == [0, 1]
+        for r in runs:
+            assert (r["train_videos"], r["test_videos"], r["top1"]) == (4, 4, 1.0), arm
+    printed = capsys.readouterr().out
+    assert "linear probe top-1 (2 labelled videos per class; seeds 0..1)" in printed
+    assert "pretrained - random init: +0.0 points" in printed
+
+
+def test_probe_layer_applies_the_standardisation_it_was_fitted_with():
+    torch.manual_seed(0)
+    x = torch.randn(40, 6) * torch.tensor([100.0, 1, 1, 1, 1, 0.01]) + 50  # very different scales
+    y = (x[:, 5] > 50).long()  # only the smallest-scale dimension decides
+    layer = finetune.fit_probe(x, y, 2, weight_decay=1e-3, steps=100)
+    assert (layer(x).argmax(dim=1) == y).all()
+    assert layer.weight[:, 5].abs().min() > 100 * layer.weight[:, 0].abs().max()
+
+
+def test_labelled_subset_draws_per_class_and_names_a_short_class():
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 2, 2])
+    chosen = finetune.labelled_subset(labels, 2, seed=0)
+    assert labels[chosen].sort().values.tolist() == [0, 0, 1, 1, 2, 2] and len(set(chosen.tolist())) == 6
+    assert torch.equal(chosen, finetune.labelled_subset(labels, 2, seed=0))
+    assert finetune.labelled_subset(labels, None, seed=0).tolist() == list(range(8))
+    with pytest.raises(ValueError, match="class 2 has only 2"):
+        finetune.labelled_subset(labels, 3, seed=0)
+
+
+def video_features(pretrained_path, video):
+    """Reference: the encoder's mean-pooled features of one video's 2 views, computed alone."""
+    cfg, state = read_pretrained(pretrained_path)
+    model = VideoClassifier(cfg, 1)
+    load_encoder(model, state)
+    views = VideoDataset([(video, 0)], cfg.num_frames, stride=1, img_size=cfg.img_size, train=False, test_clips=2)[0][0]
+    with torch.no_grad():
+        return model.eval().features(views)  # (2, D)
+
+
+def test_features_rows_follow_the_list_and_per_clip_keeps_every_view(synthetic_root, pretrained_path, tmp_path):
+    listed = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")]
+    out = tmp_path / "feats.npy"
+    finetune.main(["--features", str(out), "--data", str(synthetic_root / "val.csv"),
+                   "--pretrained", str(pretrained_path), *encoder_args()])
+    feats = np.load(out)
+    assert feats.shape == (len(listed), 32) and out.with_suffix(".txt").read_text().splitlines() == listed
+    for row, video in zip(feats, listed):
+        np.testing.assert_allclose(row, video_features(pretrained_path, video).mean(dim=0).numpy(), atol=1e-5)
+    finetune.main(["--features", str(tmp_path / "views"), "--per_clip", "--data", listed[1],
+                   "--pretrained", str(pretrained_path), *encoder_args()])
+    views = np.load(tmp_path / "views.npy")
+    assert views.shape == (1, 2, 32) and (tmp_path / "views.txt").read_text() == f"{listed[1]}\n"
+    np.testing.assert_allclose(views.mean(axis=1)[0], feats[1], atol=1e-6)
+    (tmp_path / "broken.mp4").write_bytes(b"")  # unreadable: its row is NaN, not another video's features
+    mixed = write_list(tmp_path / "mixed.csv", [(listed[0], 0), (tmp_path / "broken.mp4", 0), (listed[1], 0)])
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        finetune.main(["--features", str(tmp_path / "mixed.npy"), "--data", str(mixed),
+                       "--pretrained", str(pretrained_path), *encoder_args()])
+    rows = np.load(tmp_path / "mixed.npy")
+    assert np.isnan(rows[1]).all() and not np.isnan(rows[[0, 2]]).any()
+    np.testing.assert_allclose(rows[[0, 2]], feats[:2], atol=1e-6)
+
+
+def features_worker(rank, world, port, videos, pretrained_path, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    args = finetune.get_args(["--data", "x", "--pretrained", pretrained_path, *encoder_args()])
+    model, _ = finetune.frozen_encoder(args, torch.device("cpu"))
+    dataset = finetune.views_dataset([(v, i) for i, v in enumerate(videos)], model.cfg, args)
+    feats, labels = finetune.encode_views(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
+                                          batch_size=1, rank=rank, world=world)
+    torch.save({"feats": feats, "labels": labels}, os.path.join(out_dir, f"feats{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_features_of_three_processes_come_back_in_list_order(synthetic_root, pretrained_path, tmp_path):
+    videos = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")][:2]  # rank 2 gets no video
+    mp.spawn(features_worker, args=(3, free_port(), videos, str(pretrained_path), str(tmp_path)), nprocs=3)
+    expected = torch.stack([video_features(pretrained_path, v) for v in videos])  # (2, 2 views, D)
+    for rank in range(3):
+        out = torch.load(tmp_path / f"feats{rank}.pt")
+        assert out["labels"].tolist() == [0, 1]
+        torch.testing.assert_close(out["feats"], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def classifier_path(tmp_path_factory):
+    """A finetune.py checkpoint of a small 7-class VideoClassifier with a random, non-trivial head."""
+    torch.manual_seed(2)
+    model = VideoClassifier(small_config(), num_classes=7)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    opt = make_optimizer(model, 1e-3, 0.05, 0.75)
+    path = tmp_path_factory.mktemp("classifier") / "best.pt"
+    save_checkpoint(path, model, opt, torch.amp.GradScaler("cpu", enabled=False), 1, 0, model.cfg,
+                    finetune.get_args([]), best_val_top1=0.5)
+    return path
+
+
+def test_predict_prints_the_top5_of_the_multiview_test(synthetic_root, classifier_path, pretrained_path, tmp_path,
+                                                      capsys):
+    video = finetune.load_samples(synthetic_root / "val.csv")[0][0]
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"class {c}\n" for c in "abcdefg"))
+    ranked = finetune.main(["--predict", video, "--resume", str(classifier_path), "--classes", str(names),
+                            "--test_clips", "2", "--test_crops", "3", "--stride", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{video}: 2 clips x 3 crops, softmax averaged" and len(lines) == 6
+    cfg, state, num_classes = read_classifier(classifier_path)
+    model = VideoClassifier(cfg, num_classes)
+    model.load_state_dict(state)
+    dataset = VideoDataset([(video, 0)], cfg.num_frames, stride=2, img_size=cfg.img_size, train=False,
+                           test_clips=2, test_crops=3)
+    probs = evaluate(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False), batch_size=1)[0][0]
+    top = probs.topk(5)
+    assert [c for c, _, _ in ranked] == top.indices.tolist()
+    assert [p for _, _, p in ranked] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert sum(p for _, _, p in ranked) <= 1 + 1e-6 and len({p for _, _, p in ranked}) == 5  # not a flat guess
+    for line, (c, name, p) in zip(lines[1:], ranked):
+        assert line == f"{100 * p:6.2f}%  class {'abcdefg'[c]}" and name == f"class {'abcdefg'[c]}"
+    names.write_text("a\nb\n")
+    with pytest.raises(ValueError, match="2 class names for a classifier of 7 classes"):
+        finetune.main(["--predict", video, "--resume", str(classifier_path), "--classes", str(names)])
+    with pytest.raises(ValueError, match="a pre-training file"):
+        finetune.main(["--predict", video, "--resume", str(pretrained_path)])  # a pre-training checkpoint
+
+
+def reference_features(sd, cfg, video, prefix=""):
+    """The mean-pooled encoder output of a VideoMAE/AdaMAE-layout state dict, as tensor ops (no fc_norm)."""
+    t, p = cfg.tubelet_size, cfg.patch_size
+    x = F.conv3d(video, sd[f"{prefix}patch_embed.proj.weight"], sd[f"{prefix}patch_embed.proj.bias"], stride=(t, p, p))
+    x = x.flatten(2).transpose(1, 2)
+    x = x + sinusoid(x.shape[1], x.shape[2])
+    for i in range(cfg.encoder_depth):
+        x = reference_block(sd, f"{prefix}blocks.{i}.", x, cfg.encoder_heads, 1e-6)
+    return x.mean(1)
+
+
+def test_features_probe_and_predict_take_the_authors_files(synthetic_root, two_colours, tmp_path, capsys):
+    tiny = AdaMAEConfig.preset("tiny")
+    pretrain_sd = write_reference_pretrain(tmp_path / "adamae.pth", tiny)
+    videos = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")][:2]
+    data = write_list(tmp_path / "two.csv", [(v, 0) for v in videos])
+    finetune.main(["--features", str(tmp_path / "feats"), "--data", str(data), "--pretrained",
+                   str(tmp_path / "adamae.pth"), *encoder_args()])
+    views = [VideoDataset([(v, 0)], tiny.num_frames, stride=1, img_size=tiny.img_size, train=False,
+                          test_clips=2)[0][0] for v in videos]
+    expected = torch.stack([reference_features(pretrain_sd, tiny, v, "encoder.").mean(0) for v in views])
+    np.testing.assert_allclose(np.load(tmp_path / "feats.npy"), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+    train, val = two_colours
+    results = finetune.main(["--probe", "--data", str(train), "--val", str(val), "--pretrained",
+                             str(tmp_path / "adamae.pth"), "--probe_per_class", "2", "--probe_seeds", "1",
+                             *encoder_args()])
+    assert [r["top1"] for r in results["pretrained"]] == [1.0]
+
+    classifier_sd = write_reference_classifier(tmp_path / "k400_finetuned.pth", tiny, num_classes=5)
+    capsys.readouterr()
+    ranked = finetune.main(["--predict", videos[0], "--resume", str(tmp_path / "k400_finetuned.pth"),
+                            "--test_clips", "2", "--test_crops", "1", "--stride", "1"])
+    logits = reference_features(classifier_sd, tiny, views[0])
+    logits = F.linear(F.layer_norm(logits, logits.shape[-1:], classifier_sd["fc_norm.weight"],
+                                   classifier_sd["fc_norm.bias"], 1e-6), classifier_sd["head.weight"],
+                      classifier_sd["head.bias"])
+    probs = logits.softmax(-1).mean(0)  # the 2 views' softmax, averaged
+    assert [c for c, _, _ in ranked] == probs.topk(5).indices.tolist()
+    assert [p for _, _, p in ranked] == pytest.approx(probs.topk(5).values.tolist(), abs=1e-5)
+    assert len(capsys.readouterr().out.splitlines()) == 6
