@@ -64,7 +64,7 @@ DEFAULTS = {
     "compare": (False, "after fine-tuning --pretrained, train the same model from scratch and print both"),
     "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
     "drop_path": (0.1, "stochastic depth, rising linearly to this rate over the blocks"),
-    # optimisation (SPEC A.8)
+    # optimisation (README: The recipe, fine-tuning)
     "batch_size": (8, "videos per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
     "epochs": (100, "training epochs (K400: 100; SSv2: 50)"),

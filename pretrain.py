@@ -46,7 +46,7 @@ DEFAULTS = {
     "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
     "sampler_dropout": (None, "dropout in the sampler's block while training; default: the preset's (0.1, as the "
                               "reference); runs saved before this option existed had 0"),
-    # optimisation (SPEC A.7)
+    # optimisation (paper Sec. 4; README: The recipe)
     "batch_size": (8, "videos per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
     "epochs": (800, "training epochs"),
@@ -175,7 +175,7 @@ def amp_setup(dtype_name, device):
 # ----------------------------------------------------------------------------- optimisation
 
 def no_weight_decay(name, param):
-    """Biases, norms, position embeddings and the mask token are not decayed (SPEC A.7)."""
+    """Biases, norms, position embeddings and the mask token are not decayed (README: The recipe)."""
     return param.ndim <= 1 or name.endswith("pos_embed") or name.endswith("mask_token")
 
 

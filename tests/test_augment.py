@@ -9,7 +9,7 @@ import finetune
 from augment import INCREASING_OPS, OPS, draw_rand_augment, parse_rand_augment, rand_augment, random_erasing
 from data import VideoDataset, train_transform
 
-SPEC = "rand-m7-n4-mstd0.5-inc1"  # the authors' fine-tuning
+RAND_AUG = "rand-m7-n4-mstd0.5-inc1"  # the authors' fine-tuning
 
 
 def draws(spec, count=3000, seed=0):
@@ -18,7 +18,7 @@ def draws(spec, count=3000, seed=0):
 
 
 def test_spec_is_parsed_and_malformed_specs_are_refused():
-    assert parse_rand_augment(SPEC) == (7.0, 4, 0.5, INCREASING_OPS) and len(INCREASING_OPS) == 15
+    assert parse_rand_augment(RAND_AUG) == (7.0, 4, 0.5, INCREASING_OPS) and len(INCREASING_OPS) == 15
     magnitude, num_ops, std, ops = parse_rand_augment("rand-m9-n2")
     assert (magnitude, num_ops, std) == (9.0, 2, 0.0) and "Posterize" in ops and "PosterizeIncreasing" not in ops
     for bad in ("auto-m7", "rand-m7-x3", "rand-mfast"):
@@ -27,7 +27,7 @@ def test_spec_is_parsed_and_malformed_specs_are_refused():
 
 
 def test_draws_choose_four_ops_each_kept_half_the_time_at_noisy_magnitude_7():
-    clips = draws(SPEC)
+    clips = draws(RAND_AUG)
     counts = [len(ops) for ops in clips]
     assert max(counts) <= 4 and abs(np.mean(counts) - 2.0) < 0.1  # 4 ops, each applied with p = 0.5
     applied = [op for ops in clips for op in ops]
@@ -105,7 +105,7 @@ def test_identical_frames_stay_identical_through_the_whole_train_transform(frame
 def test_every_frame_gets_the_transform_it_would_get_alone(frames):
     a, b = frames
     for seed in range(8):
-        kwargs = dict(scale=(0.08, 1.0), rand_aug=SPEC)
+        kwargs = dict(scale=(0.08, 1.0), rand_aug=RAND_AUG)
         out = train_transform(clip_of([a, b, a, b]), 32, generator=torch.Generator().manual_seed(seed), **kwargs)
         alone_a = train_transform(clip_of([a]), 32, generator=torch.Generator().manual_seed(seed), **kwargs)
         alone_b = train_transform(clip_of([b]), 32, generator=torch.Generator().manual_seed(seed), **kwargs)
@@ -118,8 +118,8 @@ def test_random_erasing_cuts_the_same_box_from_every_frame(frames):
     a, _ = frames
     clip = clip_of([a] * 5)
     for seed in range(10):
-        kept = train_transform(clip, 32, generator=torch.Generator().manual_seed(seed), rand_aug=SPEC)
-        out = train_transform(clip, 32, generator=torch.Generator().manual_seed(seed), rand_aug=SPEC, reprob=1.0)
+        kept = train_transform(clip, 32, generator=torch.Generator().manual_seed(seed), rand_aug=RAND_AUG)
+        out = train_transform(clip, 32, generator=torch.Generator().manual_seed(seed), rand_aug=RAND_AUG, reprob=1.0)
         erased = (out != kept).any(dim=0)                           # (T, H, W): where erasing wrote
         box = erased[0]
         rows, cols = box.any(dim=1).nonzero().flatten(), box.any(dim=0).nonzero().flatten()
@@ -138,11 +138,11 @@ def test_random_erasing_cuts_the_same_box_from_every_frame(frames):
 
 def test_finetuning_defaults_and_switches(synthetic_root):
     args = finetune.get_args(["--data", "a.csv"])
-    assert (args.min_scale, args.rand_aug, args.reprob) == (0.08, SPEC, 0.25)
+    assert (args.min_scale, args.rand_aug, args.reprob) == (0.08, RAND_AUG, 0.25)
     off = finetune.get_args(["--data", "a.csv", "--rand_aug", "", "--reprob", "0", "--min_scale", "0.5"])
     assert (off.min_scale, off.rand_aug, off.reprob) == (0.5, "", 0.0)
     dataset = VideoDataset(synthetic_root / "train.csv", num_frames=8, stride=2, img_size=32, scale=(0.08, 1.0),
-                           rand_aug=SPEC, reprob=0.25)
+                           rand_aug=RAND_AUG, reprob=0.25)
     clip, label, skipped = dataset[0]
     assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.float32 and skipped == 0
     with pytest.raises(ValueError, match="unknown section"):

@@ -281,7 +281,7 @@ def test_files_of_no_known_layout_are_refused_by_name(tmp_path):
 # ---------------------------------------------------------------- classifiers
 
 class Classifier(nn.Module):
-    """The attribute names finetune.py's classifier uses (SPEC A.8), enough to load strictly."""
+    """The attribute names finetune.py's classifier uses, enough to load strictly."""
 
     def __init__(self, cfg, num_classes):
         super().__init__()

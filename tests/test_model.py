@@ -365,7 +365,7 @@ def test_config_round_trips_through_a_checkpoint_and_old_ones_still_load(tmp_pat
 
 
 def test_base_parameter_count_matches_reference_up_to_k_bias():
-    """SPEC B: 102,501,505 parameters; we store a (zero) k bias in every encoder/decoder block."""
+    """The released ViT-B: 102,501,505 parameters; we store a (zero) k bias in every encoder/decoder block."""
     model = AdaMAE(AdaMAEConfig())
     k_bias = 12 * 768 + 4 * 384
     assert sum(p.numel() for p in model.parameters()) == 102_501_505 + k_bias
