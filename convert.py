@@ -64,12 +64,11 @@ def load_checkpoint_file(path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is long; its last part names the object it refused.
-        reason = str(e).split("WeightsUnpickler error:")[-1].split(" Please use")[0].strip()
+        refused = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"})
         raise ValueError(
-            f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds an object other than "
-            f"tensors, plain containers and argparse.Namespace ({reason}). Unpickling such objects can run "
-            f"arbitrary code; if you trust the file, re-save just its tensors.") from e
+            f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds objects other than "
+            f"tensors, plain containers and argparse.Namespace ({', '.join(refused) or e}). Unpickling such "
+            f"objects can run arbitrary code; if you trust the file, re-save just its tensors.") from e
     except (RuntimeError, EOFError) as e:  # a truncated or corrupt file (e.g. a copy cut short)
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
 

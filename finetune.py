@@ -145,7 +145,6 @@ class VideoClassifier(nn.Module):
                                    final_norm=False)
         self.fc_norm = nn.LayerNorm(cfg.encoder_dim, eps=1e-6)
         self.head = nn.Linear(cfg.encoder_dim, num_classes)
-        # Fixed table: not a parameter, not saved; a buffer only so that .to(device) moves it.
         self._init_weights()
 
     def _init_weights(self):
