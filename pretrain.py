@@ -41,7 +41,8 @@ DEFAULTS = {
     "decode": ("fast", "fast: crop and scale in FFmpeg | exact: full-resolution RGB, crop and resize in torch"),
     "synthetic_background": ("flat", "without --data: the generated videos' background, "
                                      "flat | gradient | texture | texture_object (data.draw_video)"),
-    "probe_videos": (8, "fixed clips (first videos of the held-out/data list) for the motion correlation"),
+    "probe_videos": (8, "real data: the sampler's motion correlation is measured on the first N videos of --data "
+                        "(synthetic data: its 16 held-out clips)"),
     # model
     "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),

@@ -47,6 +47,10 @@ def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsy
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
     pictures = sorted(p.name for p in (tmp_path / "vis").glob("*.png"))  # a fixed clip, also on real data
     assert pictures == ["final.png", "step0000002.png", "step0000004.png"]
+    probes = [r for r in read_log(tmp_path) if "motion_correlation" in r]  # real data: no boxes, no enrichment
+    assert [r["step"] for r in probes] == [0, 4] and all("enrichment" not in r for r in probes)
+    assert probes[0]["motion_correlation"] == 0.0 and -1 <= probes[1]["motion_correlation"] <= 1
+    assert "before training: motion correlation +0.00" in printed and "on 4 fixed clips" in printed
 
 
 def test_the_readme_command_cut_short(tmp_path, monkeypatch, capsys):
