@@ -237,10 +237,11 @@ def decode_frames(path, indices, seek=True):
 
 
 def _chroma_position(offset, size, chroma_size):
-    """swscale's `in_*_chr_pos` (chroma sample position, luma pixels / 256) of a crop starting at
-    `offset`. A 2x-subsampled plane cropped at an odd offset starts one luma pixel before the crop:
-    its first chroma sample sits at -128 instead of swscale's default +128 (between two luma pixels,
-    as our uncropped RGB conversion assumes too). No subsampling: -513, swscale's `auto`."""
+    """swscale's `in_*_chr_pos` (position of the first chroma sample, in luma pixels / 256) for a crop
+    starting at `offset`. swscale's default for 4:2:0 is +128 (halfway between the first two luma
+    pixels; of the positions tried, the one closest to the exact path). A 2x-subsampled plane cut at an
+    odd offset starts one luma pixel before the crop, so its first sample sits at 128 - 256 = -128.
+    No subsampling: -513, swscale's `auto`."""
     return 128 - 256 * (offset % 2) if chroma_size < size else -513
 
 

@@ -367,10 +367,12 @@ def measure_sampler(model, probe, device):
 
 
 def describe_sampler(record):
+    """`measure_sampler`'s record as the line the training loop prints."""
     motion = f"motion correlation {record['motion_correlation']:+.2f}"
     if "enrichment" not in record:
         return motion
-    return f"foreground enrichment {record['enrichment']:.2f} (sampled visible tokens {record['enrichment_visible']:.2f}), {motion}"
+    return (f"foreground enrichment {record['enrichment']:.2f} (sampled visible tokens "
+            f"{record['enrichment_visible']:.2f}), {motion}")
 
 
 # ----------------------------------------------------------------------------- main
