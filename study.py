@@ -11,7 +11,7 @@ and the motion correlation (Spearman of P against per-token frame-difference ene
     python study.py --plot_only                      # redraw from the finished runs
 
 Writes out_dir/NAME/ (the runs), and docs/study.json (curves), docs/study.csv (one row per curve)
-and docs/study.png (enrichment and motion correlation against steps). A finished curve (its
+and docs/study.png (enrichment, motion correlation and the MAE's loss L_R against steps). A finished curve (its
 curve.json records the same command) is not run again.
 """
 
@@ -115,9 +115,10 @@ def write_results(curves, docs):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    panels = [("foreground enrichment", "enrichment"), ("motion correlation", "motion_correlation")]
-    series = [[(c["name"], [(p["step"], p[key]) for p in c["sampler"]]) for c in curves] for _, key in panels]
-    plot.save_line_plots(docs / "study.png", [title for title, _ in panels], series, x_label="step")
+    panels = [("foreground enrichment", "sampler", "enrichment"), ("motion correlation", "sampler", "motion_correlation"),
+              ("reconstruction loss l_r", "loss", "recon_loss")]
+    series = [[(c["name"], [(p["step"], p[key]) for p in c[part]]) for c in curves] for _, part, key in panels]
+    plot.save_line_plots(docs / "study.png", [title for title, _, _ in panels], series, x_label="step")
     for row in rows:
         print(f"{row['setting']:>24}: enrichment {row['enrichment_start']:.2f} -> {row['enrichment_end']:.2f}, "
               f"motion correlation {row['motion_correlation_end']:+.2f}, L_R {row['recon_loss_end']}, "
