@@ -67,7 +67,8 @@ def read_curve(log_path):
     """log.jsonl -> {"sampler": [{step, enrichment, enrichment_visible, motion_correlation}],
     "loss": [{step, recon_loss}]}."""
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
-    return {"sampler": [r for r in records if "motion_correlation" in r],
+    sampler = {r["step"]: r for r in records if "motion_correlation" in r}  # the last step is measured twice
+    return {"sampler": list(sampler.values()),
             "loss": [{"step": r["step"], "recon_loss": r["recon_loss"]} for r in records if "recon_loss" in r]}
 
 
