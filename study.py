@@ -18,7 +18,6 @@ curve.json records the same command) is not run again.
 import csv
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -99,6 +98,7 @@ def run_curve(name, args):
 
 
 def summary_row(curve):
+    """One line of study.csv: the sampler at the first and last measurement, the last L_R, the cost."""
     first, last = curve["sampler"][0], curve["sampler"][-1]
     return {"setting": curve["name"], "steps": last["step"],
             "enrichment_start": round(first["enrichment"], 2), "enrichment_end": round(last["enrichment"], 2),
@@ -108,6 +108,7 @@ def summary_row(curve):
 
 
 def write_results(curves, docs):
+    """docs/study.json (every curve), docs/study.csv (summary rows), docs/study.png (three panels)."""
     docs = Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "study.json").write_text(json.dumps(curves, indent=1))
@@ -132,7 +133,6 @@ def main(argv=None):
     unknown = [n for n in names if n not in CURVES]
     if unknown:
         raise ValueError(f"unknown curve(s) {unknown}; choose from {list(CURVES)}")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)  # one curve per core; run several studies side by side instead
     curves = [c for c in (run_curve(name, args) for name in names) if c is not None]
     if not curves:
