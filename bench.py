@@ -13,7 +13,8 @@ analytic count `train_flops`, the share of the step spent in each stage, and any
 On CPU each configuration runs in a fresh process, so its peak RSS is its own.
 
 Data: `data.VideoDataset` + DataLoader on generated Kinetics-like videos (320x240, 25 fps, 10 s, H.264),
-and how much faster `data.decode_frames` is when it seeks than when it decodes from frame 0.
+how much faster `data.decode_frames` is when it seeks than when it decodes from frame 0, and the exact
+against the fast decoding path (`VideoDataset(decode=...)`) on generated 1280x720 and 1920x1080 videos.
 """
 
 import gc
@@ -30,6 +31,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
@@ -79,6 +81,8 @@ STAGES = ("sampler", "encoder", "decoder", "loss")
 CLIP = dict(num_frames=16, stride=4)  # the pre-training clip (README: The recipe): 16 frames, temporal stride 4
 VIDEO = dict(width=320, height=240, fps=25, seconds=10)  # Kinetics clips last 10 s; 320x240: a usual re-encode
 SEEK_GOPS = (12, 25, 50, 250)  # keyframe intervals the seek speed-up is measured at
+HD_VIDEOS = ((1280, 720), (1920, 1080))  # real resolutions for the decoding paths: 8 s, 25 fps, a keyframe every 25
+DECODE_PATHS = (("exact", 1), ("fast", 1), ("fast", 0))  # (VideoDataset decode, codec threads; 0 = FFmpeg's choice)
 
 
 def get_args(argv=None):
@@ -390,11 +394,36 @@ def seek_speedup(path, num_frames=CLIP["num_frames"], stride=CLIP["stride"], sta
     return dict(seek_ms=1e3 * seek_s / starts, full_ms=1e3 * full_s / starts, speedup=full_s / seek_s)
 
 
-def loader_clips_per_s(paths, workers, repeat_aug, clips, img_size, seed=0):
+def make_testsrc_video(folder, width, height, fps=25, seconds=8, gop=25):
+    """Path of an H.264 MP4 of FFmpeg's `testsrc2` pattern (moving shapes, a counter, colour bars; x264
+    fast, crf 23: about 2.8 Mbit/s at 720p, like a web video), streamed from PyAV's lavfi input into
+    the encoder (no frame array in memory); written once, then reused."""
+    path = Path(folder) / f"testsrc2_{width}x{height}_{fps}fps_{seconds}s_gop{gop}.mp4"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(f"testsrc2=size={width}x{height}:rate={fps}", format="lavfi") as source, \
+            av.open(str(partial), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "fast", "crf": "23", "g": str(gop)}
+        stream.codec_context.thread_count = 1
+        for _, frame in zip(range(fps * seconds), source.decode(video=0)):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.pict_type = None, av.video.frame.PictureType.NONE  # else x264 obeys lavfi's "I"
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    os.replace(partial, path)
+    return path
+
+
+def loader_clips_per_s(paths, workers, repeat_aug, clips, img_size, seed=0, **dataset_options):
     """Clips/s that VideoDataset + DataLoader deliver (training transforms, batch 1, random videos),
-    timed after one item per worker so that start-up is not counted. Each repeat_aug copy is a clip."""
+    timed after one item per worker so that start-up is not counted. Each repeat_aug copy is a clip.
+    dataset_options: more VideoDataset arguments (decode, decode_threads)."""
     dataset = VideoDataset([(str(p), -1) for p in paths], img_size=img_size, train=True, repeat_aug=repeat_aug,
-                           **CLIP)
+                           **CLIP, **dataset_options)
     items = math.ceil(clips / repeat_aug)
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=items + workers,
                                              generator=torch.Generator().manual_seed(seed))
@@ -420,7 +449,32 @@ def bench_data(args):
                                  clips_per_s_per_worker=rate / workers))
             print(f"{workers} worker(s), repeat_aug {repeat_aug}: {rate:.1f} clips/s", file=sys.stderr, flush=True)
     seek = [dict(gop=gop, **seek_speedup(make_video(args.video_dir, 0, gop, **VIDEO))) for gop in SEEK_GOPS]
-    return dict(meta=meta, pipeline=pipeline, seek=seek)
+    return dict(meta=meta, pipeline=pipeline, seek=seek, decoding=decoding_paths(args))
+
+
+def worker_cpu_seconds():
+    """CPU time of this process's finished children: the DataLoader workers once they have exited."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def decoding_paths(args):
+    """Clips/s of one DataLoader worker and its CPU time per clip, for each decoding path on each HD video,
+    in the same run (exact first, so the page cache is warm for every row)."""
+    rows = []
+    for width, height in HD_VIDEOS:
+        path = make_testsrc_video(args.video_dir, width, height)
+        exact = None
+        for decode, threads in DECODE_PATHS:
+            cpu = worker_cpu_seconds()
+            rate = loader_clips_per_s([path], 1, 1, args.data_clips, args.img_size, args.seed, decode=decode,
+                                      decode_threads=threads)
+            cpu_ms = 1e3 * (worker_cpu_seconds() - cpu) / (args.data_clips + 1)  # + the warm-up item
+            exact = exact or rate
+            rows.append(dict(width=width, height=height, decode=decode, threads=threads, clips_per_s=rate,
+                             worker_cpu_ms_per_clip=cpu_ms, speedup=rate / exact))
+            print(f"{width}x{height} {decode} threads={threads}: {rate:.1f} clips/s", file=sys.stderr, flush=True)
+    return rows
 
 
 # ----------------------------------------------------------------------------- report
@@ -491,6 +545,14 @@ def data_report(result):
     lines.append(markdown_table(["keyframe every", "from frame 0 (ms)", "seek (ms)", "speed-up"],
                                 [[f"{r['gop']} frames", f"{r['full_ms']:.1f}", f"{r['seek_ms']:.1f}",
                                   f"{r['speedup']:.1f}x"] for r in result["seek"]]))
+    lines += ["", f"Decoding paths, one DataLoader worker, the same clips and crops ({meta['clips']} per row) on "
+              f"testsrc2 videos (8 s, 25 fps, x264 fast crf 23, a keyframe every 25 frames); exact: full-resolution "
+              f"RGB, crop and resize in torch; fast: the decoder drops unwanted non-reference frames, FFmpeg crops, "
+              f"scales and converts; codec threads 0 = FFmpeg's choice (more cores per worker):", ""]
+    lines.append(markdown_table(["video", "decode", "codec threads", "clips/s", "worker CPU ms/clip", "speed-up"],
+                                [[f"{r['width']}x{r['height']}", r["decode"], str(r["threads"]), f"{r['clips_per_s']:.1f}",
+                                  f"{r['worker_cpu_ms_per_clip']:.0f}", f"{r['speedup']:.1f}x"]
+                                 for r in result["decoding"]]))
     return "\n".join(lines)
 
 

@@ -2,17 +2,22 @@
 
 Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (SPEC A.7-A.9):
   * sources      `read_list` (VideoMAE `path label` lists), `find_videos` (folders), `load_samples`
-  * decoding     `video_length`, `decode_frames` with PyAV: seek to the keyframe before the first
-                 wanted frame, decode forward, convert to RGB only the frames returned
+  * decoding     `video_length`, `read_frames` with PyAV: seek to the keyframe before the first
+                 wanted frame, decode forward; then either the exact path, `decode_frames` (full-
+                 resolution RGB of the frames returned), or the fast path, `scale_frames` (FFmpeg
+                 crops, scales and converts to RGB at the model's size)
   * sampling     `clip_indices` / `dense_indices` (Kinetics: T frames at a fixed stride),
                  `segment_indices` (SSv2: one frame per segment), and the multi-view test
                  positions `temporal_starts` / `spatial_offsets`
   * transforms   `train_transform` (random resized crop + flip, and for fine-tuning RandAugment and
                  random erasing from augment.py; one draw per clip, identical on every frame),
                  `eval_crops` (short side resize + centre or 3 crops along the long side)
+  * fast path    `fast_train_view`, `fast_eval_crops`: the same views as the transforms, cut and
+                 scaled by `scale_frames`
   * dataset      `VideoDataset`, which skips unreadable files with a warning and counts them
-  * synthetic    `make_synthetic`: a toy set of moving shapes over flat backgrounds (label =
-                 direction) with per-frame object boxes, for CPU runs and the sampler's sanity check
+  * synthetic    `make_synthetic`: a toy set of moving shapes over flat, gradient or textured
+                 backgrounds (label = direction) with per-frame object boxes, for CPU runs and the
+                 sampler's sanity check
 
 Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
 length - 1); a file that ends before its header says repeats the last frame it could decode.
@@ -150,37 +155,48 @@ def _pts_to_index(pts, stream):
     return round((pts - (stream.start_time or 0)) * stream.time_base * _frame_rate(stream))
 
 
-def _pick_frames(path, wanted, seek):
-    """{wanted index: RGB array}; {} if nothing decodes; None if the seek landed past wanted[0].
+def _pick_frames(path, wanted, seek, skip_unwanted=False, threads=1):
+    """{wanted index: av.VideoFrame}; {} if nothing decodes; None if the seek landed past wanted[0].
 
     A wanted index that no frame carries (a gap in the timestamps) takes the latest earlier frame;
-    indices past the last decodable frame (a truncated file) repeat it.
+    indices past the last decodable frame (a truncated file) repeat it. skip_unwanted: the decoder
+    drops the packets of unwanted frames that no other frame references (H.264's non-reference
+    B-frames, `skip_frame = NONREF` per packet), which are then never anyone's "latest earlier frame".
+    threads: the codec's threads (1 = none; 0 = FFmpeg's choice, frame and slice threading).
     """
     with _open(path) as container:
         stream = container.streams.video[0]
+        context = stream.codec_context
+        if threads != 1:
+            stream.thread_type, context.thread_count = "AUTO", threads
         use_pts = _frame_rate(stream) is not None
         if seek and not use_pts:
             return None  # no frame rate: a frame index cannot be turned into a seek target
-        picked, previous, k = {}, None, 0
+        wanted_set, picked, previous, k, count = set(wanted), {}, None, 0, 0
         try:
             if seek:
                 container.seek(_index_to_pts(wanted[0], stream), stream=stream, backward=True)
-            for count, frame in enumerate(container.decode(stream)):
-                if use_pts and frame.pts is not None:
-                    index = _pts_to_index(frame.pts, stream)
-                elif seek:
-                    return None  # no timestamps: a position after a seek is unknown
-                else:
-                    index = count
-                if seek and previous is None and index > wanted[0]:
-                    return None
-                while k < len(wanted) and wanted[k] < index:
-                    picked[wanted[k]] = previous if previous is not None else frame
-                    k += 1
-                if k < len(wanted) and wanted[k] == index:
-                    picked[index] = frame
-                    k += 1
-                previous = frame
+            for packet in container.demux(stream):
+                if skip_unwanted and use_pts:
+                    unwanted = packet.pts is not None and _pts_to_index(packet.pts, stream) not in wanted_set
+                    context.skip_frame = "NONREF" if unwanted else "DEFAULT"
+                for frame in packet.decode():
+                    if use_pts and frame.pts is not None:
+                        index = _pts_to_index(frame.pts, stream)
+                    elif seek:
+                        return None  # no timestamps: a position after a seek is unknown
+                    else:
+                        index = count
+                    count += 1
+                    if seek and previous is None and index > wanted[0]:
+                        return None
+                    while k < len(wanted) and wanted[k] < index:
+                        picked[wanted[k]] = previous if previous is not None else frame
+                        k += 1
+                    if k < len(wanted) and wanted[k] == index:
+                        picked[index] = frame
+                        k += 1
+                    previous = frame
                 if k == len(wanted):
                     break
         except av.FFmpegError:
@@ -188,31 +204,84 @@ def _pick_frames(path, wanted, seek):
         if previous is None:
             return {}
         picked.update({i: previous for i in wanted[k:]})
-        rgb = {}  # one conversion per distinct frame, however many indices share it
-        for frame in picked.values():
-            if id(frame) not in rgb:
-                rgb[id(frame)] = frame.to_ndarray(format="rgb24")
-        return {index: rgb[id(frame)] for index, frame in picked.items()}
+        return picked
 
 
-def decode_frames(path, indices, seek=True):
-    """Frames at `indices` (repeats allowed) -> uint8 array (len(indices), H, W, 3), RGB.
+def read_frames(path, indices, seek=True, skip_unwanted=False, threads=1):
+    """Decoded frames at `indices` (repeats allowed) -> list of av.VideoFrame, not yet converted; a
+    repeated index (or a padded one) gives the same object.
 
     Frame indices count from 0 at the stream's start time, computed from each frame's pts.
     seek=True jumps to the keyframe before the first wanted frame; seek=False decodes from frame 0
     (the reference for tests and benchmarks). If the seek overshoots or finds nothing, it falls
-    back to decoding from frame 0.
+    back to decoding from frame 0. skip_unwanted, threads: see `_pick_frames`.
     """
     indices = [int(i) for i in indices]
     if not indices or min(indices) < 0:
         raise ValueError(f"decode_frames({path}): indices must be non-empty and >= 0, got {indices}")
     wanted = sorted(set(indices))
-    picked = _pick_frames(path, wanted, seek=seek and wanted[0] > 0)
+    picked = _pick_frames(path, wanted, seek and wanted[0] > 0, skip_unwanted, threads)
     if not picked and seek and wanted[0] > 0:
-        picked = _pick_frames(path, wanted, seek=False)
+        picked = _pick_frames(path, wanted, False, skip_unwanted, threads)
     if not picked:
         raise VideoError(path, "no frame could be decoded")
-    return np.stack([picked[i] for i in indices])
+    return [picked[i] for i in indices]
+
+
+def to_rgb(frames):
+    """[av.VideoFrame] -> uint8 (T, H, W, 3) full-resolution RGB, one conversion per distinct frame."""
+    rgb = {}
+    for frame in frames:
+        if id(frame) not in rgb:
+            rgb[id(frame)] = frame.to_ndarray(format="rgb24")
+    return np.stack([rgb[id(frame)] for frame in frames])
+
+
+def decode_frames(path, indices, seek=True):
+    """Frames at `indices` (repeats allowed) -> uint8 array (len(indices), H, W, 3), RGB: the exact
+    path (`read_frames`, then `to_rgb`)."""
+    return to_rgb(read_frames(path, indices, seek))
+
+
+def _chroma_position(offset, size, chroma_size):
+    """swscale's `in_*_chr_pos` (position of the first chroma sample, in luma pixels / 256) for a crop
+    starting at `offset`. swscale's default for 4:2:0 is +128 (halfway between the first two luma
+    pixels; of the positions tried, the one closest to the exact path). A 2x-subsampled plane cut at an
+    odd offset starts one luma pixel before the crop, so its first sample sits at 128 - 256 = -128.
+    No subsampling: -513, swscale's `auto`."""
+    return 128 - 256 * (offset % 2) if chroma_size < size else -513
+
+
+def scale_frames(frames, size, box=None):
+    """[av.VideoFrame] -> uint8 (T, size[0], size[1], 3): the box (top, left, height, width, in
+    source pixels; None = the whole frame) of every frame, scaled to `size` and converted to RGB inside
+    FFmpeg: the fast path, in which no full-resolution RGB copy ever exists. `crop` moves plane
+    pointers (exact=1: odd offsets too, the chroma position corrected by `_chroma_position`); `scale`
+    is libswscale's bilinear, whose kernel widens when it shrinks, i.e. antialiases like
+    `F.interpolate(..., antialias=True)`; accurate_rnd and full_chroma_int bring it within the
+    tolerance that tests/test_data.py states. One filter graph per clip, one conversion per distinct frame.
+    """
+    first = frames[0]
+    top, left, height, width = box or (0, 0, first.height, first.width)
+    chroma = first.format
+    graph = av.filter.Graph()
+    chain = [graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                              time_base=first.time_base or Fraction(1, 25)),
+             graph.add("crop", f"w={width}:h={height}:x={left}:y={top}:exact=1"),
+             graph.add("scale", f"w={size[1]}:h={size[0]}:flags=bilinear+accurate_rnd+full_chroma_int"
+                                f":in_h_chr_pos={_chroma_position(left, first.width, chroma.chroma_width())}"
+                                f":in_v_chr_pos={_chroma_position(top, first.height, chroma.chroma_height())}"),
+             graph.add("format", "rgb24"),
+             graph.add("buffersink")]
+    for a, b in zip(chain, chain[1:]):
+        a.link_to(b)
+    graph.configure()
+    rgb = {}
+    for frame in frames:
+        if id(frame) not in rgb:
+            graph.push(frame)
+            rgb[id(frame)] = graph.pull().to_ndarray()
+    return np.stack([rgb[id(frame)] for frame in frames])
 
 
 # ----------------------------------------------------------------------------- temporal sampling
@@ -333,7 +402,12 @@ def train_transform(clip, img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip
     h, w = clip.shape[1:3]
     top, left, ch, cw = random_resized_crop_box(h, w, scale, ratio, generator)
     x = torch.as_tensor(clip)[:, top:top + ch, left:left + cw]  # crop before the float copy
-    x = _resize(_as_float(x), (img_size, img_size))
+    return _flip_and_augment(_resize(_as_float(x), (img_size, img_size)), flip, generator, rand_aug, reprob)
+
+
+def _flip_and_augment(x, flip, generator, rand_aug, reprob):
+    """The cropped clip (T, 3, S, S) in [0, 1] -> flipped (p = 0.5), RandAugment-ed, normalised to
+    (3, T, S, S) and randomly erased: every draw once for the whole clip."""
     if flip and bool(torch.rand((), generator=generator) < 0.5):
         x = x.flip(-1)
     if rand_aug:
@@ -352,6 +426,26 @@ def eval_crops(clip, img_size, num_crops=1):
     return torch.stack([_normalise(x[..., t:t + img_size, l:l + img_size]) for t, l in offsets])
 
 
+# ----------------------------------------------------------------------------- the fast path: crop and scale in FFmpeg
+
+def fast_train_view(frames, img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip=True, generator=None,
+                    rand_aug=None, reprob=0.0):
+    """[av.VideoFrame] -> float (3, T, img_size, img_size): `train_transform`'s crop, flip and
+    augmentation, drawn in the same order from the same generator (so the same box and flip for the
+    same seed) from the frame size alone, the crop cut and scaled by `scale_frames` instead of in torch."""
+    box = random_resized_crop_box(frames[0].height, frames[0].width, scale, ratio, generator)
+    x = _as_float(scale_frames(frames, (img_size, img_size), box))
+    return _flip_and_augment(x, flip, generator, rand_aug, reprob)
+
+
+def fast_eval_crops(frames, img_size, num_crops=1):
+    """[av.VideoFrame] -> `eval_crops`' views, with the short-side resize done by `scale_frames`
+    (eval_crops then finds the short side at img_size already and only cuts the crops)."""
+    h, w = frames[0].height, frames[0].width
+    size = (round(h * img_size / min(h, w)), round(w * img_size / min(h, w)))
+    return eval_crops(scale_frames(frames, size), img_size, num_crops)
+
+
 # ----------------------------------------------------------------------------- dataset
 
 class VideoDataset(torch.utils.data.Dataset):
@@ -364,11 +458,17 @@ class VideoDataset(torch.utils.data.Dataset):
     video took their place); sum it over an epoch. Evaluation: 1 when this very video is unreadable,
     its clip then all zeros - a placeholder to leave out, never a substitute that counts twice.
     Randomness comes from torch's global RNG, which DataLoader seeds differently in every worker.
+    decode="fast" crops and scales in FFmpeg and lets the decoder drop unwanted non-reference frames
+    (`fast_train_view`, `fast_eval_crops`); "exact" converts every frame to full-resolution RGB and
+    crops and resizes in torch (`train_transform`, `eval_crops`). Both draw the same boxes and flips.
+    decode_threads: the codec's threads per worker (1 = none, 0 = FFmpeg's choice).
     """
 
     def __init__(self, source, num_frames=16, stride=4, img_size=224, train=True, sampling="dense",
                  flip=True, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), repeat_aug=1, test_clips=1,
-                 test_crops=1, max_failures=20, rand_aug=None, reprob=0.0):
+                 test_crops=1, max_failures=20, rand_aug=None, reprob=0.0, decode="fast", decode_threads=1):
+        if decode not in ("fast", "exact"):
+            raise ValueError(f"decode must be 'fast' or 'exact', got {decode!r}")
         if sampling not in ("dense", "segment"):
             raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
         if repeat_aug > 1 and not train:
@@ -384,6 +484,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.rand_aug, self.reprob = rand_aug, reprob  # fine-tuning only (see train_transform)
         self.repeat_aug, self.test_clips, self.test_crops = repeat_aug, test_clips, test_crops
         self.max_failures = max_failures
+        self.decode, self.decode_threads = decode, decode_threads
         self._lengths = {}  # per worker: counting packets of a webm/mkv costs a full demux
 
     def __len__(self):
@@ -403,21 +504,28 @@ class VideoDataset(torch.utils.data.Dataset):
                 for start in temporal_starts(total, T, s, self.test_clips)]
 
     def _decode(self, path):
-        """[uint8 (T, H, W, 3)] per clip, decoding the union of their frames once."""
+        """Per clip its frames, decoding the union of their frames once: uint8 (T, H, W, 3) (exact)
+        or a list of av.VideoFrame (fast; clips share the frame objects)."""
         if path not in self._lengths:
             self._lengths[path] = video_length(path)
         plans = self._clip_plans(self._lengths[path])
         union = sorted({i for plan in plans for i in plan})
-        frames = decode_frames(path, union)
         row = {index: k for k, index in enumerate(union)}
-        return [frames[[row[i] for i in plan]] for plan in plans]
+        if self.decode == "exact":
+            frames = decode_frames(path, union)
+            return [frames[[row[i] for i in plan]] for plan in plans]
+        frames = read_frames(path, union, skip_unwanted=True, threads=self.decode_threads)
+        return [[frames[row[i]] for i in plan] for plan in plans]
 
     def _transform(self, clips):
+        fast = self.decode == "fast"
         if self.train:
-            views = [train_transform(c, self.img_size, self.scale, self.ratio, self.flip,
-                                     rand_aug=self.rand_aug, reprob=self.reprob) for c in clips]
+            transform = fast_train_view if fast else train_transform
+            views = [transform(c, self.img_size, self.scale, self.ratio, self.flip, rand_aug=self.rand_aug,
+                               reprob=self.reprob) for c in clips]
             return views[0] if len(views) == 1 else torch.stack(views)
-        views = torch.cat([eval_crops(c, self.img_size, self.test_crops) for c in clips])
+        crops = fast_eval_crops if fast else eval_crops
+        views = torch.cat([crops(c, self.img_size, self.test_crops) for c in clips])
         return views[0] if len(views) == 1 else views
 
     def _view_shape(self):
@@ -483,25 +591,51 @@ def _distinct_colour(rng, c0, c1, min_distance=120.0):
             return colour
 
 
+BACKGROUNDS = ("flat", "gradient", "texture", "texture_object")  # `draw_video`'s kinds
+
+
+def perlin_texture(rng, size):
+    """(size, size) float in [0, 1]: one frame of FFmpeg's `perlin` source (fractal noise, through
+    PyAV's lavfi input) at a random seed and feature scale, stretched to the full range. Cloud-like
+    detail at every scale down to a few pixels, like foliage, grass or a carpet in real footage."""
+    seed, scale = int(rng.integers(2 ** 31)), float(np.exp(rng.uniform(np.log(2), np.log(10))))
+    source = (f"perlin=size={size}x{size}:octaves=5:persistence=0.6:xscale={scale:.4f}:yscale={scale:.4f}"
+              f":random_mode=seed:random_seed={seed}")
+    with av.open(source, format="lavfi") as container:
+        grey = next(container.decode(video=0)).to_ndarray(format="gray").astype(np.float64)
+    return (grey - grey.min()) / max(grey.max() - grey.min(), 1.0)
+
+
+def _ramp(rng, size):
+    """(size, size) float in [0, 1]: a linear ramp at a random angle (the gradient's profile)."""
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[:size, :size] / (size - 1)
+    along = x * np.cos(angle) + y * np.sin(angle)
+    return (along - along.min()) / (along.max() - along.min())
+
+
 def draw_video(rng, direction, num_frames, size, background="flat"):
     """One synthetic video: a shape moving in a straight line at constant speed over a static
-    background, a flat colour or a two-colour linear gradient. Flat is the default on purpose: the
-    target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per patch,
-    plus codec noise) up to unit variance, so gradient patches are as hard to predict as the object
-    and the sampler has nothing to prefer (SPEC D; measured in the README).
+    background. Backgrounds (`BACKGROUNDS`):
+      flat            one colour (the default, on purpose: see below)
+      gradient        a linear ramp between two colours
+      texture         static fractal noise (`perlin_texture`) between two colours; flat-colour object
+      texture_object  the same background, and the object filled with its own texture, which moves
+                      with it (a textured thing moving over a textured scene, as in real footage)
+    The target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per
+    patch, plus codec noise) up to unit variance, so gradient patches are as hard to predict as the
+    object and the sampler has nothing to prefer (measured in the README). flat and gradient draw
+    exactly the random numbers they always drew: their videos do not change as kinds are added.
 
     Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
     exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).
     """
-    if background not in ("flat", "gradient"):
-        raise ValueError(f"background must be 'flat' or 'gradient', got {background!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
     c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
     if background == "flat":
         c1 = c0
-    angle = rng.uniform(0, 2 * np.pi)
-    y, x = np.mgrid[:size, :size] / (size - 1)
-    along = x * np.cos(angle) + y * np.sin(angle)
-    t = (along - along.min()) / (along.max() - along.min())
+    t = _ramp(rng, size) if background in ("flat", "gradient") else perlin_texture(rng, size)
     backdrop = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
     colour = _distinct_colour(rng, c0, c1).astype(np.uint8)
     side = int(rng.integers(round(0.15 * size), round(0.30 * size) + 1))
@@ -512,11 +646,15 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
     start = rng.uniform(0, room - travel)  # along the motion, leaving room for the whole path
     across = int(rng.integers(0, room + 1))
     sign = 1 if DIRECTIONS[direction] in ("right", "down") else -1
+    paint = np.broadcast_to(colour, (side, side, 3))  # the object's pixels, carried along
+    if background == "texture_object":
+        second = _distinct_colour(rng, c0, c1)
+        paint = np.round(colour + perlin_texture(rng, side)[..., None] * (second - colour)).astype(np.uint8)
     frames, boxes = np.repeat(backdrop[None], num_frames, axis=0), []
     for i in range(num_frames):
         pos = start + speed * i if sign > 0 else room - start - speed * i
         x0, y0 = (round(pos), across) if direction < 2 else (across, round(pos))
-        frames[i, y0:y0 + side, x0:x0 + side][mask] = colour
+        frames[i, y0:y0 + side, x0:x0 + side][mask] = paint[mask]
         boxes.append((x0, y0, x0 + side, y0 + side))
     return frames, boxes, backdrop
 

@@ -29,6 +29,7 @@ from adamae import AdaMAE, AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset, clip_indices, decode_frames, eval_crops, load_boxes, make_synthetic, read_list, \
     video_length
+from tokenizer import patchify
 
 # ----------------------------------------------------------------------------- defaults
 # name: (default, help). argparse is generated from this table; `python pretrain.py --help` prints it.
@@ -38,7 +39,11 @@ DEFAULTS = {
     "stride": (4, "temporal stride between sampled frames (K400: 4; SSv2 in the reference: 2)"),
     "repeat_aug": (1, "clips cut from each decoded video (SpatioTemporal-MAE's repeated augmentation)"),
     "num_workers": (2, "DataLoader processes per GPU"),
-    "synthetic_background": ("flat", "without --data: flat | gradient backgrounds of the generated videos"),
+    "decode": ("fast", "fast: crop and scale in FFmpeg | exact: full-resolution RGB, crop and resize in torch"),
+    "synthetic_background": ("flat", "without --data: the generated videos' background, "
+                                     "flat | gradient | texture | texture_object (data.draw_video)"),
+    "probe_videos": (8, "real data: the sampler's motion correlation is measured on the first N videos of --data "
+                        "(synthetic data: its 16 held-out clips)"),
     # model
     "preset": ("tiny", "AdaMAEConfig preset: tiny | small | base | large | huge"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
@@ -46,6 +51,8 @@ DEFAULTS = {
     "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
     "sampler_dropout": (None, "dropout in the sampler's block while training; default: the preset's (0.1, as the "
                               "reference); runs saved before this option existed had 0"),
+    "patch_size": (None, "spatial patch p; default: the preset's (tiny 8, base/large 16)"),
+    "encoder_dim": (None, "encoder width (heads unchanged); default: the preset's"),
     # optimisation (paper Sec. 4; README: The recipe)
     "batch_size": (8, "videos per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
@@ -53,6 +60,7 @@ DEFAULTS = {
     "warmup_epochs": (40, "linear warmup, then cosine to min_lr"),
     "base_lr": (1.5e-4, "lr = base_lr * effective_batch / 256"),
     "min_lr": (1e-5, "final lr, scaled like the lr"),
+    "sampler_lr_scale": (1.0, "the sampler's lr relative to the MAE's (1 = the paper's single optimizer)"),
     "weight_decay": (0.05, "AdamW weight decay (none on biases, norms, position embeddings, mask token)"),
     "beta1": (0.9, "AdamW beta1"),
     "beta2": (0.95, "AdamW beta2"),
@@ -65,12 +73,13 @@ DEFAULTS = {
     "resume": (None, "checkpoint to resume from; default: out_dir/checkpoint.pt when it exists"),
     "log_every": (20, "optimizer steps between log lines (the only host-device syncs of the loop)"),
     "save_every": (1, "epochs between checkpoints"),
-    "eval_every": (200, "steps between foreground-enrichment measurements (synthetic data only)"),
+    "eval_every": (200, "steps between measurements of the sampler: motion correlation (any data) "
+                        "and foreground enrichment (synthetic data)"),
     "vis_every": (500, "steps between pictures of a fixed held-out clip; 0 = never"),
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
 TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "sampler_dropout": float, "clip_grad": float,
-         "dtype": str, "resume": str, "max_steps": int}
+         "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int}
 # The embedded demo (no --data): what a 2-core laptop trains in about 3 minutes on the synthetic set.
 DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
 SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
@@ -108,7 +117,8 @@ def get_args(argv=None):
 
 
 def model_config(args):
-    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout")
+    overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout",
+                                               "patch_size", "encoder_dim")
                  if getattr(args, k) is not None}
     return AdaMAEConfig.preset(args.preset, **overrides)
 
@@ -179,12 +189,22 @@ def no_weight_decay(name, param):
     return param.ndim <= 1 or name.endswith("pos_embed") or name.endswith("mask_token")
 
 
-def make_optimizer(model, lr, weight_decay, betas):
-    """AdamW with two groups (decayed or not); the fused kernel, which CUDA and the CPU both have."""
+def make_optimizer(model, lr, weight_decay, betas, sampler_lr_scale=1.0):
+    """AdamW over theta and phi together (the paper trains both with one optimizer), fused (CUDA and the
+    CPU both have the kernel). With sampler_lr_scale != 1 the sampler's parameters (theta) get their own
+    groups whose `lr_scale` `set_lr` applies; at 1 the groups are the paper's, so existing checkpoints load."""
+    def decay_groups(named, **extra):
+        return [{"params": [p for n, p in named if not no_weight_decay(n, p)], "weight_decay": weight_decay, **extra},
+                {"params": [p for n, p in named if no_weight_decay(n, p)], "weight_decay": 0.0, **extra}]
+
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in params if not no_weight_decay(n, p)], "weight_decay": weight_decay},
-              {"params": [p for n, p in params if no_weight_decay(n, p)], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    if sampler_lr_scale == 1.0:
+        groups = decay_groups(params)
+    else:
+        theta = [(n, p) for n, p in params if n.startswith("sampler.")]
+        phi = [(n, p) for n, p in params if not n.startswith("sampler.")]
+        groups = decay_groups(phi) + decay_groups(theta, lr_scale=sampler_lr_scale)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=True)
 
 
 def get_lr(step, total_steps, warmup_steps, lr, min_lr):
@@ -355,6 +375,78 @@ def foreground_enrichment(model, clips, fg, device, batch=8):
     return prob, torch.cat(vis_share).mean().item()
 
 
+# ----------------------------------------------------------------------------- motion correlation (no boxes needed)
+
+def average_ranks(x):
+    """Ranks along the last dim (1 = smallest); tied values share the average of their ranks."""
+    less = (x[..., None, :] < x[..., :, None]).sum(-1)  # (..., N): how many are smaller
+    equal = (x[..., None, :] == x[..., :, None]).sum(-1)  # (..., N): ties, itself included
+    return less + (equal + 1) / 2
+
+
+def spearman(a, b):
+    """Spearman rank correlation of a and b along the last dim (Pearson of average ranks). A constant
+    side (e.g. the uniform P of an untrained sampler) prefers nothing: its correlation is 0, not nan."""
+    ra, rb = average_ranks(a.float()), average_ranks(b.float())
+    ra, rb = ra - ra.mean(-1, keepdim=True), rb - rb.mean(-1, keepdim=True)
+    norm = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
+    return torch.where(norm > 0, (ra * rb).sum(-1) / norm.clamp_min(1e-12), torch.zeros_like(norm))
+
+
+def motion_energy(clips, cfg):
+    """(B, C, T, H, W) -> (B, N): per token, the mean squared difference between each of its frames
+    and the frame before it, over its t x p x p pixels and channels (the clip's first frame takes its
+    difference to the second). Zero where nothing moves, whatever the texture."""
+    diff = clips.float().diff(dim=2).square()  # (B, C, T - 1, H, W)
+    diff = torch.cat([diff[:, :, :1], diff], dim=2)  # (B, C, T, H, W)
+    return patchify(diff, cfg.patch_size, cfg.tubelet_size).mean(-1)
+
+
+@torch.no_grad()
+def motion_correlation(model, clips, device, batch=8):
+    """Mean over clips of Spearman(P, motion energy) per token: +1 when the sampler ranks tokens
+    exactly by how much they move, 0 for random masking (P uniform). Needs no boxes, so it also
+    checks a run on real data, where static texture and sensor noise compete with motion."""
+    if model.sampler is None:
+        return float("nan")
+    model.eval()
+    rho = []
+    for i in range(0, len(clips), batch):
+        video = clips[i:i + batch].to(device)
+        rho.append(spearman(model(video).log_probs.exp(), motion_energy(video, model.cfg)))
+    model.train()
+    return torch.cat(rho).mean().item()
+
+
+def load_probe_clips(synthetic_root, samples, cfg, stride, num_videos):
+    """The fixed clips the sampler is measured on, (clips, foreground masks or None): the synthetic
+    set's held-out clips with their object boxes, or the evaluation view of the data's first readable
+    videos (None if none of them is)."""
+    if synthetic_root is not None:
+        return load_enrichment_clips(synthetic_root, cfg, stride)
+    views = VideoDataset(samples[:num_videos], cfg.num_frames, stride, cfg.img_size, train=False)
+    clips = [clip for clip, _, unreadable in (views[i] for i in range(len(views))) if not unreadable]
+    return (torch.stack(clips), None) if clips else None  # unreadable ones are left out (the dataset warned)
+
+
+def measure_sampler(model, probe, device):
+    """{"motion_correlation": ...} and, with object boxes, the two foreground enrichments."""
+    clips, fg = probe
+    record = {"motion_correlation": motion_correlation(model, clips, device)}
+    if fg is not None:
+        record["enrichment"], record["enrichment_visible"] = foreground_enrichment(model, clips, fg, device)
+    return record
+
+
+def describe_sampler(record):
+    """`measure_sampler`'s record as the line the training loop prints."""
+    motion = f"motion correlation {record['motion_correlation']:+.2f}"
+    if "enrichment" not in record:
+        return motion
+    return (f"foreground enrichment {record['enrichment']:.2f} (sampled visible tokens "
+            f"{record['enrichment_visible']:.2f}), {motion}")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -376,13 +468,13 @@ def main(argv=None):
     model = AdaMAE(cfg).to(device)  # the module whose state is saved, whatever wraps it below
     autocast, scaler = amp_setup(args.dtype, device)
     dataset = VideoDataset(args.data, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size,
-                           train=True, repeat_aug=args.repeat_aug)
+                           train=True, repeat_aug=args.repeat_aug, decode=args.decode)
     data_sampler, loader, steps_per_epoch = make_loader(args.data, dataset, args.batch_size, args.accum_steps, rank, world,
                                                         args.seed, args.num_workers, device)
     total_steps = args.epochs * steps_per_epoch
     effective_batch = args.batch_size * args.repeat_aug * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
-    optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2))
+    optimizer = make_optimizer(model, lr, args.weight_decay, (args.beta1, args.beta2), args.sampler_lr_scale)
 
     ckpt_path = out_dir / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
@@ -407,22 +499,18 @@ def main(argv=None):
         if resume:
             print(f"resumed from {resume} at step {step}, epoch {start_epoch}")
 
-    enrich, vis_clip = None, None
-    if is_main and synthetic_root is not None:
-        enrich = load_enrichment_clips(synthetic_root, cfg, args.stride)
-        vis_clip = enrich[0][:1]  # (1, 3, T, H, W): a fixed held-out clip, drawn as training goes
-    elif is_main and args.vis_every:  # real data: the evaluation view of the first video, if it is readable
-        clip, _, unreadable = VideoDataset(dataset.samples[:1], cfg.num_frames, args.stride, cfg.img_size, train=False)[0]
-        vis_clip = None if unreadable else clip[None]
+    probe, vis_clip = None, None
+    if is_main:
+        probe = load_probe_clips(synthetic_root, dataset.samples, cfg, args.stride, args.probe_videos)
+        vis_clip = probe[0][:1] if probe else None  # (1, 3, T, H, W): a fixed held-out clip, drawn as training goes
 
     def measure(step):
-        prob, vis = foreground_enrichment(model, *enrich, device)
-        append_jsonl(out_dir / "log.jsonl", {"step": step, "enrichment": prob, "enrichment_visible": vis})
-        return prob, vis
+        record = measure_sampler(model, probe, device)
+        append_jsonl(out_dir / "log.jsonl", {"step": step, **record})
+        return describe_sampler(record)
 
-    if enrich is not None and step == 0:
-        prob, vis = measure(step)
-        print(f"foreground enrichment before training: {prob:.2f} (sampled visible tokens {vis:.2f})")
+    if probe is not None and step == 0:
+        print(f"before training: {measure(step)}")
     bar = tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True)
     finite = torch.ones((), dtype=torch.bool, device=device)
     t_log, clips_since = time.time(), 0
@@ -452,9 +540,8 @@ def main(argv=None):
                 if is_main:
                     append_jsonl(out_dir / "log.jsonl", {"step": step, "epoch": epoch, "loss": loss, "recon_loss": recon,
                                                          "sampling_loss": samp, "lr": current_lr, "clips_per_s": speed})
-            if enrich is not None and args.eval_every and step % args.eval_every == 0:
-                prob, vis = measure(step)
-                bar.write(f"step {step}: foreground enrichment {prob:.2f} (sampled visible tokens {vis:.2f})")
+            if probe is not None and args.eval_every and step % args.eval_every == 0:
+                bar.write(f"step {step}: {measure(step)}")
             if is_main and vis_clip is not None and args.vis_every and step % args.vis_every == 0:
                 write_picture(model, vis_clip.to(device), out_dir / "vis" / f"step{step:07d}.png")
         else:  # the epoch ran to its end
@@ -470,10 +557,8 @@ def main(argv=None):
         break  # max_steps reached inside the epoch: its partial progress is not checkpointed
     bar.close()
     if is_main:
-        if enrich is not None:
-            prob, vis = measure(step)
-            print(f"final foreground enrichment: {prob:.2f} of the sampler's probability, {vis:.2f} of the "
-                  f"sampled visible tokens (1.00 = random masking), on {len(enrich[0])} held-out clips")
+        print(f"final: {measure(step)} (random masking: enrichment 1.00, motion correlation 0) on "
+              f"{len(probe[0])} {'held-out' if probe[1] is not None else 'fixed'} clips")
         if vis_clip is not None:
             write_picture(model, vis_clip.to(device), out_dir / "vis" / "final.png")
         print(f"checkpoint: {ckpt_path}")

@@ -2,7 +2,9 @@
 the host-read detector, and the data-pipeline measurements on a short generated video."""
 
 import json
+from types import SimpleNamespace
 
+import av
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -91,3 +93,17 @@ def test_seek_speedup_and_loader_on_a_short_video(tmp_path):
     seek = bench.seek_speedup(path, num_frames=8, stride=2, starts=2, repeats=1)
     assert seek["seek_ms"] > 0 and seek["speedup"] == pytest.approx(seek["full_ms"] / seek["seek_ms"])
     assert bench.loader_clips_per_s([path], workers=1, repeat_aug=2, clips=4, img_size=32) > 0
+
+
+def test_testsrc_video_keeps_its_keyframe_interval_and_paths_are_compared(tmp_path, monkeypatch):
+    path = bench.make_testsrc_video(tmp_path, 64, 48, seconds=2, gop=8)
+    assert bench.make_testsrc_video(tmp_path, 64, 48, seconds=2, gop=8) == path  # made once
+    with av.open(str(path)) as container:
+        keyframes = [p.is_keyframe for p in container.demux(video=0) if p.size]
+    assert len(keyframes) == 50 and sum(keyframes) == 7  # every 8 frames, not lavfi's every-frame "I"
+    monkeypatch.setattr(bench, "HD_VIDEOS", ((64, 48),))
+    args = SimpleNamespace(video_dir=tmp_path, data_clips=2, img_size=32, seed=0)
+    monkeypatch.setattr(bench, "make_testsrc_video", lambda folder, w, h: path)
+    rows = bench.decoding_paths(args)
+    assert [(r["decode"], r["threads"]) for r in rows] == list(bench.DECODE_PATHS)
+    assert rows[0]["speedup"] == 1.0 and all(r["clips_per_s"] > 0 and r["worker_cpu_ms_per_clip"] > 0 for r in rows)

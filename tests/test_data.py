@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from data import (VideoDataset, VideoError, _pick_frames, clip_indices, decode_frames, dense_indices,
-                  draw_video, eval_crops, find_videos, load_boxes, load_samples, make_synthetic,
-                  random_resized_crop_box, read_list, segment_indices, spatial_offsets,
-                  temporal_starts, train_transform, video_length, write_video)
+from data import (BACKGROUNDS, VideoDataset, VideoError, _as_float, _pick_frames, _resize, clip_indices,
+                  decode_frames, dense_indices, draw_video, eval_crops, find_videos, load_boxes,
+                  load_samples, make_synthetic, random_resized_crop_box, read_frames, read_list,
+                  scale_frames, segment_indices, spatial_offsets, temporal_starts, to_rgb,
+                  train_transform, video_length, write_video)
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -120,6 +121,99 @@ def test_truncated_faststart_mp4_decodes_what_exists(tmp_path, numbered_video, f
     last = got[-1]
     assert 5 <= last < 30 and got == [0, 5, last, last]
     assert got == frame_number(decode_frames(faststart, [0, 5, 30, 39], seek=False))
+
+
+def test_skipping_unwanted_frames_decodes_the_same_frames(numbered_video, frame_number):
+    # The numbered video has B-frames (bf=2): the decoder drops the non-reference ones it is not asked for.
+    for indices in ([17, 3, 3, 25, 38, 39, 9], [1, 5, 9, 13], [0, 2]):
+        exact = decode_frames(numbered_video, indices)
+        skipped = to_rgb(read_frames(numbered_video, indices, skip_unwanted=True))
+        threaded = to_rgb(read_frames(numbered_video, indices, skip_unwanted=True, threads=0))
+        np.testing.assert_array_equal(skipped, exact)
+        np.testing.assert_array_equal(threaded, exact)
+        assert frame_number(skipped) == indices
+
+
+def textured_frames(seed, width=160, height=120, frames=4):
+    """uint8 (T, H, W, 3): random colours in 4x4 cells, panning 3 px per frame (hard, saturated edges)."""
+    cells = np.random.default_rng(seed).integers(0, 256, (height // 4, (width + 3 * frames) // 4 + 1, 3))
+    texture = cells.repeat(4, axis=0).repeat(4, axis=1).astype(np.uint8)
+    return np.stack([texture[:, 3 * i:3 * i + width] for i in range(frames)])
+
+
+def exact_crop(rgb, box, size):
+    """The exact path: full-resolution RGB -> crop in torch -> antialiased bilinear resize, in [0, 1]."""
+    top, left, h, w = box
+    return _resize(_as_float(rgb[:, top:top + h, left:left + w]), size)
+
+
+def test_fast_crop_matches_the_exact_path_within_resize_tolerance(tmp_path):
+    # Tolerance, in [0, 1] units. The two paths resample differently: the exact one upsamples chroma by
+    # repetition to full-resolution RGB and then resizes with torch's antialiased bilinear; the fast one
+    # scales the luma and the half-resolution chroma planes separately with swscale's bilinear (its own
+    # kernel width and rounding) and interpolates chroma only at the output. On a smooth gradient that
+    # leaves rounding: < 0.01 mean, < 0.04 anywhere (measured 0.005 and 0.028). On saturated random 4-px
+    # colour cells, the worst case for 4:2:0 chroma, the colour of a cell edge differs a lot at single
+    # pixels (RGB mean < 0.06, measured up to 0.05; single pixels up to 0.95), but luma, which carries the
+    # geometry, stays close: mean < 0.01, max < 0.1 (measured 0.005 and 0.073).
+    y, x = np.mgrid[:120, :160]
+    gradient = np.stack([x * 255 / 159, y * 255 / 119, (x + y) * 255 / 278], -1).round().astype(np.uint8)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    for name, frames in (("gradient", np.repeat(gradient[None], 4, axis=0)), ("texture", textured_frames(0))):
+        write_video(tmp_path / f"{name}.mp4", frames)
+        decoded = read_frames(tmp_path / f"{name}.mp4", range(4))
+        rgb = to_rgb(decoded)
+        for size in ((64, 64), (224, 224)):  # shrink and enlarge
+            for _ in range(4):
+                box = random_resized_crop_box(120, 160, generator=generator)
+                exact, fast = exact_crop(rgb, box, size), _as_float(scale_frames(decoded, size, box))
+                diff, luma_diff = (fast - exact).abs(), ((fast - exact) * luma).sum(1).abs()
+                if name == "gradient":
+                    assert diff.mean() < 0.01 and diff.max() < 0.04, (box, size)
+                else:
+                    assert diff.mean() < 0.06 and luma_diff.mean() < 0.01 and luma_diff.max() < 0.1, (box, size)
+
+
+def test_fast_crop_puts_a_marker_where_the_box_says(tmp_path):
+    # A white 8x8 square at rows 40..47, cols 100..107 of a black 160x120 video; boxes at even and odd
+    # offsets, scaled 2x: the marker's centre (44, 104 in continuous source coordinates) lands at
+    # ((44 - top) * 2, (104 - left) * 2) in the output. Then the training views of both paths, from the
+    # same seed: the same boxes and flips put the marker in the same column of each view.
+    frames = np.zeros((2, 120, 160, 3), np.uint8)
+    frames[:, 40:48, 100:108] = 255
+    write_video(tmp_path / "marker.mp4", frames)
+    decoded = read_frames(tmp_path / "marker.mp4", [0, 1])
+    rows, cols = np.mgrid[:64, :64] + 0.5  # pixel centres of the 64x64 output
+    for top, left in ((24, 80), (25, 83)):
+        out = scale_frames(decoded, (64, 64), (top, left, 32, 32)).astype(float).mean(-1)
+        for image in out:
+            weight = image / image.sum()
+            assert (weight * rows).sum() == pytest.approx((44 - top) * 2, abs=0.3)
+            assert (weight * cols).sum() == pytest.approx((104 - left) * 2, abs=0.3)
+    views = {}
+    for decode in ("fast", "exact"):
+        torch.manual_seed(3)
+        ds = VideoDataset([(str(tmp_path / "marker.mp4"), 0)], num_frames=2, stride=1, img_size=48,
+                          scale=(0.2, 0.2), repeat_aug=4, decode=decode)
+        views[decode] = ds[0][0]
+    assert (views["fast"] - views["exact"]).abs().mean() < 0.05 * 4  # normalised units (std ~0.23)
+    marker_col = [pixels(v)[0].mean((0, 2)).argmax() for v in views["fast"]]
+    assert marker_col == [pixels(v)[0].mean((0, 2)).argmax() for v in views["exact"]]
+
+
+def test_fast_and_exact_datasets_give_the_same_views(synthetic_root):
+    for train, extra in ((True, dict(repeat_aug=2)), (False, dict(test_clips=2, test_crops=3))):
+        clips = {}
+        for decode in ("fast", "exact"):
+            torch.manual_seed(5)
+            ds = VideoDataset(synthetic_root / "train.csv", num_frames=8, stride=2, img_size=32, train=train,
+                              decode=decode, **extra)
+            clips[decode] = ds[1][0]
+        assert clips["fast"].shape == clips["exact"].shape
+        assert (clips["fast"] - clips["exact"]).abs().mean() < 0.05  # normalised units: same crops and flips
+    with pytest.raises(ValueError, match="decode must be"):
+        VideoDataset(synthetic_root / "train.csv", decode="gpu")
 
 
 # ----------------------------------------------------------------------------- temporal sampling
@@ -296,6 +390,28 @@ def test_make_synthetic_is_deterministic_and_skips_when_done(tmp_path):
     assert a["train"].stat().st_mtime_ns == stamp
     make_synthetic(tmp_path / "a", num_videos=4, num_frames=12, size=32, seed=4)
     assert json.loads(a["params"].read_text())["seed"] == 4
+
+
+@pytest.mark.parametrize("background", ["texture", "texture_object"])
+def test_textured_backgrounds_are_static_detailed_and_deterministic(background):
+    frames, boxes, backdrop = draw_video(np.random.default_rng([0, 1]), 1, 12, 64, background)
+    again, _, _ = draw_video(np.random.default_rng([0, 1]), 1, 12, 64, background)
+    np.testing.assert_array_equal(frames, again)
+    patches = backdrop.reshape(8, 8, 8, 8, 3).astype(float)  # (row, y, col, x, colour)
+    assert np.median(patches.std(axis=(1, 3)).max(-1)) > 4  # texture inside a patch, not a flat or a ramp
+    for t, (x0, y0, x1, y1) in enumerate(boxes):
+        outside = np.ones((64, 64), bool)
+        outside[y0:y1, x0:x1] = False
+        np.testing.assert_array_equal(frames[t][outside], backdrop[outside])  # the background never moves
+    (a0, b0, a1, b1), (c0, d0, c1, d1) = boxes[0], boxes[-1]
+    first, last = frames[0, b0:b1, a0:a1], frames[-1, d0:d1, c0:c1]
+    shape = (first != backdrop[b0:b1, a0:a1]).any(-1) & (last != backdrop[d0:d1, c0:c1]).any(-1)
+    assert shape.sum() > 0.3 * shape.size
+    np.testing.assert_array_equal(first[shape], last[shape])  # the object's pixels travel with it
+    assert (first[shape] == first[shape][0]).all() == (background == "texture")  # flat colour or textured
+    with pytest.raises(ValueError, match="'marble'"):
+        draw_video(np.random.default_rng(0), 0, 4, 32, "marble")
+    assert BACKGROUNDS[:2] == ("flat", "gradient")
 
 
 def test_synthetic_lists_labels_and_split(synthetic_root):

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import socket
 
@@ -13,8 +14,8 @@ import torch.multiprocessing as mp
 import pretrain
 from test_model import small_cfg
 from adamae import AdaMAE, AdaMAEConfig
-from pretrain import foreground_enrichment, foreground_tokens, get_lr, load_enrichment_clips, make_optimizer, \
-    train_step
+from pretrain import average_ranks, foreground_enrichment, foreground_tokens, get_lr, load_enrichment_clips, \
+    make_optimizer, motion_correlation, motion_energy, set_lr, spearman, train_step
 
 
 def run_args(root, out_dir, *extra):
@@ -46,6 +47,10 @@ def test_training_steps_write_log_and_checkpoint(synthetic_root, tmp_path, capsy
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
     pictures = sorted(p.name for p in (tmp_path / "vis").glob("*.png"))  # a fixed clip, also on real data
     assert pictures == ["final.png", "step0000002.png", "step0000004.png"]
+    probes = [r for r in read_log(tmp_path) if "motion_correlation" in r]  # real data: no boxes, no enrichment
+    assert [r["step"] for r in probes] == [0, 4] and all("enrichment" not in r for r in probes)
+    assert probes[0]["motion_correlation"] == 0.0 and -1 <= probes[1]["motion_correlation"] <= 1
+    assert "before training: motion correlation +0.00" in printed and "on 4 fixed clips" in printed
 
 
 def test_the_readme_command_cut_short(tmp_path, monkeypatch, capsys):
@@ -53,8 +58,8 @@ def test_the_readme_command_cut_short(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     pretrain.main(["--max_steps", "3", "--num_workers", "0"])
     printed = capsys.readouterr().out
-    assert "foreground enrichment before training: 1.00" in printed
-    assert "final foreground enrichment:" in printed
+    assert "before training: foreground enrichment 1.00" in printed
+    assert "final: foreground enrichment" in printed
     out = tmp_path / "runs" / "pretrain"
     assert (out / "synthetic" / "train.csv").exists() and (out / "vis" / "final.png").exists()
     assert [r["enrichment"] for r in read_log(out) if "enrichment" in r][0] == pytest.approx(1.0, abs=1e-4)
@@ -151,6 +156,51 @@ def test_enrichment_clips_and_random_masking_scores_one(synthetic_root, monkeypa
     assert prob != prob and visible == pytest.approx(1.0, abs=0.2)  # no P (nan); uniform draws score 1
     uniform = AdaMAE(AdaMAEConfig.preset("tiny"))  # a zero-initialised sampler head: P uniform
     assert foreground_enrichment(uniform, clips, fg, "cpu")[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_sampler_lr_scale_gives_the_sampler_its_own_learning_rate():
+    model = AdaMAE(AdaMAEConfig.preset("tiny"))
+    theta = {id(p) for p in model.sampler.parameters()}
+    default = make_optimizer(model, 1e-3, 0.05, (0.9, 0.95))
+    assert len(default.param_groups) == 2  # the paper's single optimizer: checkpoints keep their layout
+    opt = make_optimizer(model, 1e-3, 0.05, (0.9, 0.95), sampler_lr_scale=10)
+    set_lr(opt, 2e-3)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert sorted(lr_of) == sorted(id(p) for p in model.parameters())  # each parameter once
+    for name, p in model.named_parameters():
+        assert lr_of[id(p)][0] == pytest.approx(2e-2 if id(p) in theta else 2e-3), name
+    decay = {id(p): g["weight_decay"] for g in default.param_groups for p in g["params"]}
+    assert all(lr_of[i][1] == decay[i] for i in decay)  # weight decay unchanged by the split
+
+
+def test_spearman_uses_average_ranks_and_scores_constants_zero():
+    assert average_ranks(torch.tensor([10.0, 20.0, 20.0, 5.0])).tolist() == [2.0, 3.5, 3.5, 1.0]
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert spearman(a, a ** 3).item() == pytest.approx(1.0) and spearman(a, -a).item() == pytest.approx(-1.0)
+    x, y = torch.tensor([1.0, 2.0, 2.0, 3.0, 7.0]), torch.tensor([1.0, 3.0, 2.0, 4.0, 0.0])
+    ranks = torch.stack([average_ranks(x), average_ranks(y)]).double()
+    assert spearman(x, y).item() == pytest.approx(torch.corrcoef(ranks)[0, 1].item(), abs=1e-6)
+    assert spearman(torch.ones(5), a).item() == 0.0  # an untrained sampler's uniform P prefers nothing
+    assert spearman(torch.stack([a, a]), torch.stack([a, -a])).tolist() == pytest.approx([1.0, -1.0])
+
+
+def test_motion_correlation_sees_the_moving_region_whatever_the_texture():
+    cfg = AdaMAEConfig.preset("tiny")  # 16x64x64 clips, 8x8 patches, 2-frame tubelets: grid (8, 8, 8)
+    torch.manual_seed(0)
+    clips = torch.rand(1, 3, 1, 64, 64).repeat(1, 1, 16, 1, 1)  # a static random texture
+    clips[:, :, :, 16:32, 8:24] = torch.rand(1, 3, 16, 16, 16)  # 2x2 patches that change every frame
+    energy = motion_energy(clips, cfg)
+    moving = torch.zeros(8, 8, 8, dtype=torch.bool)
+    moving[:, 2:4, 1:3] = True
+    assert torch.equal(energy[0] > 0, moving.flatten())  # static texture has no energy, however busy
+    graded = torch.softmax(energy * 100, dim=-1)  # P ordered like the motion: rank correlation 1
+    assert spearman(graded, energy).item() == pytest.approx(1.0)
+    on_motion = torch.where(moving.flatten(), 1.0, 0.01)[None]  # P concentrated on the moving tokens
+    off_motion = torch.where(moving.flatten(), 0.01, 1.0)[None]
+    assert spearman(on_motion, energy).item() > 0.99 and spearman(off_motion, energy).item() < -0.99
+    model = AdaMAE(cfg)  # the sampler's head starts at zero: P uniform, correlation 0 (not nan)
+    assert motion_correlation(model, clips, "cpu") == 0.0
+    assert math.isnan(motion_correlation(AdaMAE(AdaMAEConfig.preset("tiny", mask_type="tube")), clips, "cpu"))
 
 
 # ----------------------------------------------------------------------------- DDP
