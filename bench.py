@@ -6,8 +6,8 @@
     python bench.py --data                             # data pipeline: clips/s per worker, seek speed-up
     python bench.py --json bench.json                  # also write every number as JSON
 
-Training step: for each (mask type, rho) the real step, `pretrain.train_step` (forward, L_R + lambda L_S,
-backward, AdamW), with `pretrain.make_optimizer` and `pretrain.amp_setup`, on one fixed random batch. It
+Training step: for each (mask type, rho) the real step, `engine.train_step` (forward, L_R + lambda L_S,
+backward, AdamW), with `engine.make_optimizer` and `engine.amp_setup`, on one fixed random batch. It
 reports the median step time after warm-up, clips/s, peak memory, achieved TFLOP/s and MFU from the
 analytic count `train_flops`, the share of the step spent in each stage, and any host-device syncs.
 On CPU each configuration runs in a fresh process, so its peak RSS is its own.
@@ -37,8 +37,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
-from data import VideoDataset, clip_indices, clip_span, decode_frames, video_length, write_video
-from pretrain import amp_setup, make_optimizer, make_parser, train_step
+from data import VideoDataset, clip_indices, clip_span, decode_frames, video_length
+from synthetic import write_video
+from engine import amp_setup, make_optimizer, make_parser, train_step
 from sampler import MASK_TYPES
 
 # ----------------------------------------------------------------------------- defaults

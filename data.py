@@ -1,6 +1,6 @@
 """Video data: list files and folders -> decoded clips -> augmented, normalised tensors.
 
-Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (SPEC A.7-A.9):
+Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (README: Data):
   * sources      `read_list` (VideoMAE `path label` lists), `find_videos` (folders), `load_samples`
   * decoding     `video_length`, `read_frames` with PyAV: seek to the keyframe before the first
                  wanted frame, decode forward; then either the exact path, `decode_frames` (full-
@@ -15,9 +15,7 @@ Owns everything between a file on disk and the (B, 3, T, H, W) batch the model s
   * fast path    `fast_train_view`, `fast_eval_crops`: the same views as the transforms, cut and
                  scaled by `scale_frames`
   * dataset      `VideoDataset`, which skips unreadable files with a warning and counts them
-  * synthetic    `make_synthetic`: a toy set of moving shapes over flat, gradient or textured
-                 backgrounds (label = direction) with per-frame object boxes, for CPU runs and the
-                 sampler's sanity check
+The demo's generated videos live in synthetic.py.
 
 Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
 length - 1); a file that ends before its header says repeats the last frame it could decode.
@@ -27,7 +25,6 @@ and prints it); evaluation never substitutes: it returns an all-zero clip flagge
 metric leaves out and reports by name.
 """
 
-import json
 import math
 import warnings
 from fractions import Fraction
@@ -42,7 +39,6 @@ from augment import draw_rand_augment, parse_rand_augment, rand_augment, random_
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
-DIRECTIONS = ("right", "left", "down", "up")  # synthetic labels: index = direction of motion
 
 
 # ----------------------------------------------------------------------------- sources
@@ -552,150 +548,3 @@ class VideoDataset(torch.utils.data.Dataset):
                 index = int(torch.randint(len(self.samples), ()))
                 continue
             return self._transform(clips), label, len(failures)
-
-
-# ----------------------------------------------------------------------------- synthetic data
-
-def write_video(path, frames, fps=25, options=None):
-    """uint8 (T, H, W, 3) RGB -> H.264 MP4 (yuv420p, so H and W must be even). `options` are
-    extra libx264/codec options, e.g. {"g": "8", "bf": "2"} for keyframes every 8 frames."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast", **(options or {})}
-        stream.codec_context.thread_count = 1  # x264's output depends on its thread count
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def _shape_mask(shape, side):
-    """Boolean (side, side) mask of a square, disc or upward triangle filling its box."""
-    y, x = np.mgrid[:side, :side] + 0.5
-    if shape == "square":
-        return np.ones((side, side), bool)
-    if shape == "disc":
-        return (x - side / 2) ** 2 + (y - side / 2) ** 2 <= (side / 2) ** 2
-    return np.abs(x - side / 2) <= y / 2  # triangle: apex at the top, base along the bottom row
-
-
-def _distinct_colour(rng, c0, c1, min_distance=120.0):
-    """A colour at least min_distance (RGB, L2) from every colour of the gradient c0 -> c1."""
-    while True:
-        colour = rng.integers(0, 256, 3).astype(float)
-        d = c1 - c0
-        t = np.clip(np.dot(colour - c0, d) / max(np.dot(d, d), 1e-9), 0, 1)
-        if np.linalg.norm(colour - (c0 + t * d)) >= min_distance:
-            return colour
-
-
-BACKGROUNDS = ("flat", "gradient", "texture", "texture_object")  # `draw_video`'s kinds
-
-
-def perlin_texture(rng, size):
-    """(size, size) float in [0, 1]: one frame of FFmpeg's `perlin` source (fractal noise, through
-    PyAV's lavfi input) at a random seed and feature scale, stretched to the full range. Cloud-like
-    detail at every scale down to a few pixels, like foliage, grass or a carpet in real footage."""
-    seed, scale = int(rng.integers(2 ** 31)), float(np.exp(rng.uniform(np.log(2), np.log(10))))
-    source = (f"perlin=size={size}x{size}:octaves=5:persistence=0.6:xscale={scale:.4f}:yscale={scale:.4f}"
-              f":random_mode=seed:random_seed={seed}")
-    with av.open(source, format="lavfi") as container:
-        grey = next(container.decode(video=0)).to_ndarray(format="gray").astype(np.float64)
-    return (grey - grey.min()) / max(grey.max() - grey.min(), 1.0)
-
-
-def _ramp(rng, size):
-    """(size, size) float in [0, 1]: a linear ramp at a random angle (the gradient's profile)."""
-    angle = rng.uniform(0, 2 * np.pi)
-    y, x = np.mgrid[:size, :size] / (size - 1)
-    along = x * np.cos(angle) + y * np.sin(angle)
-    return (along - along.min()) / (along.max() - along.min())
-
-
-def draw_video(rng, direction, num_frames, size, background="flat"):
-    """One synthetic video: a shape moving in a straight line at constant speed over a static
-    background. Backgrounds (`BACKGROUNDS`):
-      flat            one colour (the default, on purpose: see below)
-      gradient        a linear ramp between two colours
-      texture         static fractal noise (`perlin_texture`) between two colours; flat-colour object
-      texture_object  the same background, and the object filled with its own texture, which moves
-                      with it (a textured thing moving over a textured scene, as in real footage)
-    The target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per
-    patch, plus codec noise) up to unit variance, so gradient patches are as hard to predict as the
-    object and the sampler has nothing to prefer (measured in the README). flat and gradient draw
-    exactly the random numbers they always drew: their videos do not change as kinds are added.
-
-    Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
-    exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).
-    """
-    if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
-    if background == "flat":
-        c1 = c0
-    t = _ramp(rng, size) if background in ("flat", "gradient") else perlin_texture(rng, size)
-    backdrop = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
-    colour = _distinct_colour(rng, c0, c1).astype(np.uint8)
-    side = int(rng.integers(round(0.15 * size), round(0.30 * size) + 1))
-    mask = _shape_mask(rng.choice(["square", "disc", "triangle"]), side)
-    room = size - side  # top-left positions that keep the shape inside the frame
-    speed = min(rng.uniform(0.5, 1.5) * size / 96, room / max(num_frames - 1, 1))
-    travel = speed * (num_frames - 1)
-    start = rng.uniform(0, room - travel)  # along the motion, leaving room for the whole path
-    across = int(rng.integers(0, room + 1))
-    sign = 1 if DIRECTIONS[direction] in ("right", "down") else -1
-    paint = np.broadcast_to(colour, (side, side, 3))  # the object's pixels, carried along
-    if background == "texture_object":
-        second = _distinct_colour(rng, c0, c1)
-        paint = np.round(colour + perlin_texture(rng, side)[..., None] * (second - colour)).astype(np.uint8)
-    frames, boxes = np.repeat(backdrop[None], num_frames, axis=0), []
-    for i in range(num_frames):
-        pos = start + speed * i if sign > 0 else room - start - speed * i
-        x0, y0 = (round(pos), across) if direction < 2 else (across, round(pos))
-        frames[i, y0:y0 + side, x0:x0 + side][mask] = paint[mask]
-        boxes.append((x0, y0, x0 + side, y0 + side))
-    return frames, boxes, backdrop
-
-
-def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25,
-                   background="flat"):
-    """Write the synthetic set under root and return its paths.
-
-    root/videos/NNNNN.mp4 (H.264), root/train.csv and root/val.csv (VideoMAE lists, paths relative
-    to root, each direction split in the same proportion), root/boxes.json {"videos/NNNNN.mp4":
-    [[x0, y0, x1, y1] per frame]}, root/synthetic.json (the parameters). Video i is drawn from
-    np.random.default_rng([seed, i]) with label i % 4, so the set is identical on every run and
-    machine. Skips the work when synthetic.json already records the same parameters.
-    """
-    if size % 2:
-        raise ValueError(f"make_synthetic: size must be even for yuv420p, got {size}")
-    root = Path(root)
-    params = dict(num_videos=num_videos, num_frames=num_frames, size=size, fps=fps, seed=seed,
-                  val_fraction=val_fraction, background=background)
-    paths = {name: root / file for name, file in
-             [("train", "train.csv"), ("val", "val.csv"), ("boxes", "boxes.json"),
-              ("params", "synthetic.json")]}
-    paths["videos"] = root / "videos"
-    if paths["params"].is_file() and json.loads(paths["params"].read_text()) == params:
-        return paths
-    lines, boxes = {"train": [], "val": []}, {}
-    for i in range(num_videos):
-        name, label = f"videos/{i:05d}.mp4", i % len(DIRECTIONS)
-        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size, background)
-        write_video(root / name, frames, fps)
-        # Within each class the last val_fraction of its videos (rounded half up) go to val.
-        rank, per_class = i // len(DIRECTIONS), len(range(label, num_videos, len(DIRECTIONS)))
-        split = "val" if rank >= per_class - int(per_class * val_fraction + 0.5) else "train"
-        lines[split].append(f"{name} {label}\n")
-    paths["train"].write_text("".join(lines["train"]))
-    paths["val"].write_text("".join(lines["val"]))
-    paths["boxes"].write_text(json.dumps(boxes))
-    paths["params"].write_text(json.dumps(params))  # last: an interrupted run regenerates
-    return paths
-
-
-def load_boxes(root):
-    """root/boxes.json -> {"videos/NNNNN.mp4": [[x0, y0, x1, y1] per frame]}."""
-    return json.loads((Path(root) / "boxes.json").read_text())

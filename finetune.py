@@ -32,9 +32,11 @@ from tqdm import tqdm
 
 from adamae import AdaMAEConfig
 from convert import load_checkpoint_file, read_classifier, read_pretrained
-from data import VideoDataset, load_samples, make_synthetic, video_length
-from pretrain import all_gather, all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, \
-    get_lr, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
+from data import VideoDataset, load_samples, video_length
+from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, \
+    gather_rows, get_lr, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, \
+    train_step
+from synthetic import make_synthetic
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 
@@ -271,7 +273,7 @@ def soft_cross_entropy(logits, soft_target):
 
 
 def classification_loss(model, batch):
-    """(soft-target cross-entropy, the same number to report) for pretrain.train_step."""
+    """(soft-target cross-entropy, the same number to report) for engine.train_step."""
     video, soft_target = batch
     loss = soft_cross_entropy(model(video), soft_target)
     return loss, loss[None]
@@ -290,22 +292,6 @@ def topk_accuracy(probs, labels, k):
     return (probs.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).float().mean().item()
 
 
-def gather_rows(rows, index, total):
-    """Every process's rows (n, K) of dataset videos `index` (n,) -> all `total` videos' rows in dataset
-    order, the same on every process. Shards differ in size by at most one and may be empty; padding rows
-    carry index -1. Float64, so indices and labels stay exact integers."""
-    rows = torch.cat([index[:, None].double(), rows.double()], dim=1)
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    padded = rows.new_full((math.ceil(total / world), rows.shape[1]), -1.0)
-    padded[:len(rows)] = rows
-    rows = torch.cat(all_gather(padded))
-    rows = rows[rows[:, 0] >= 0]
-    rows = rows[rows[:, 0].argsort()]
-    if not torch.equal(rows[:, 0].long(), torch.arange(total)):
-        raise RuntimeError(f"evaluation gathered {len(rows)} rows for {total} videos: some counted twice or never")
-    return rows[:, 1:]
-
-
 @torch.no_grad()
 def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1):
     """Softmax averaged over each video's views -> (probs (N, C), labels (N,), left_out), the same on every
@@ -314,7 +300,7 @@ def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0
     none padded in, none dropped (no drop_last); with fewer videos than ranks a shard is empty."""
     shard = range(rank, len(dataset), world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")  # as pretrain.make_loader
+                                         pin_memory=device.type == "cuda")  # as engine.make_loader
     was_training = model.training
     model.eval()
     rows = []  # per video: label, unreadable, probs (C)

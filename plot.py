@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from visualize import save_png
+from figures import save_png
 
 # 3x5 glyphs, rows top to bottom, "1" = ink. Upper case is drawn as lower case.
 GLYPHS = dict(zip(

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import bench
 from adamae import AdaMAE, AdaMAEConfig
-from pretrain import amp_setup, make_optimizer, train_step
+from engine import amp_setup, make_optimizer, train_step
 
 
 def test_one_configuration_prints_the_table_and_writes_json(tmp_path, capsys):

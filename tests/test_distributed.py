@@ -13,13 +13,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import finetune
+import engine
 import pretrain
 from data import VideoDataset
 from finetune import VideoClassifier, evaluate
 from test_finetune import NumberedViews, ReadNumber, small_config
 from test_pretrain import free_port, read_log, run_args
 
-PROJECT = Path(pretrain.__file__).parent
+PROJECT = Path(engine.__file__).parent
 COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "broadcast",
                "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter",
                "all_to_all", "all_to_all_single"}
@@ -28,7 +29,7 @@ COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into
 def test_every_collective_goes_through_the_device_helpers():
     """NCCL has no CPU backend: a collective given a CPU tensor crashes on GPUs only. So no code calls
     torch.distributed's collectives except `all_reduce` / `all_gather`, which move tensors first."""
-    helpers = {(inspect.getsourcefile(f), f.__name__) for f in (pretrain.all_reduce, pretrain.all_gather)}
+    helpers = {(inspect.getsourcefile(f), f.__name__) for f in (engine.all_reduce, engine.all_gather)}
     direct = []
     for path in sorted(PROJECT.glob("*.py")):
         tree = ast.parse(path.read_text())
@@ -40,16 +41,16 @@ def test_every_collective_goes_through_the_device_helpers():
                         COLLECTIVES and isinstance(node.func.value, ast.Name) and node.func.value.id == "dist"
                         and (str(path), function.name) not in helpers):
                     direct.append(f"{path.name}:{node.lineno} in {function.name}")
-    assert not direct, f"collectives outside pretrain.all_reduce/all_gather: {direct}"
+    assert not direct, f"collectives outside engine.all_reduce/all_gather: {direct}"
 
 
 def device_worker(rank, world, port, backend, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group(backend, rank=rank, world_size=world)
-    device = pretrain.collective_device()
+    device = engine.collective_device()
     if backend == "gloo":  # a real reduction as well, of a plain number and of a bool flag
-        total = pretrain.all_reduce(rank + 1)
-        flags = pretrain.all_reduce(torch.tensor(rank == 1).long())
+        total = engine.all_reduce(rank + 1)
+        flags = engine.all_reduce(torch.tensor(rank == 1).long())
         record = {"device": str(device), "total": int(total), "flags": int(flags)}
     else:  # "cuda:gloo" has no CPU backend, like NCCL; a CPU tensor given to it fails (checked here)
         try:
@@ -187,7 +188,7 @@ def resume_worker(rank, world, port, out_dir):
     if rank == 0:
         (node_dir / "checkpoint.pt").write_bytes(b"")
     try:
-        pretrain.find_resume(None, node_dir / "checkpoint.pt")
+        engine.find_resume(None, node_dir / "checkpoint.pt")
         outcome = "resumed"
     except FileNotFoundError as e:
         outcome = str(e)

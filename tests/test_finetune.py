@@ -14,10 +14,11 @@ import torch.nn.functional as F
 import finetune
 from adamae import AdaMAE, AdaMAEConfig
 from convert import read_classifier, read_pretrained, reference_to_classifier
-from data import VideoDataset, write_video
+from data import VideoDataset
+from synthetic import write_video
 from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_rows, load_encoder,
                       make_optimizer, mix_batch, topk_accuracy)
-from pretrain import save_checkpoint
+from engine import save_checkpoint
 from test_convert import random_state_dict, reference_block, reference_block_shapes, sinusoid, \
     write_reference_pretrain
 from test_pretrain import free_port, losses_by_step, read_log

@@ -14,8 +14,9 @@ import torch.multiprocessing as mp
 import pretrain
 from test_model import small_cfg
 from adamae import AdaMAE, AdaMAEConfig
-from pretrain import average_ranks, foreground_enrichment, foreground_tokens, get_lr, load_enrichment_clips, \
-    make_optimizer, motion_correlation, motion_energy, set_lr, spearman, train_step
+from engine import amp_setup, get_lr, make_optimizer, set_lr, train_step
+from metrics import average_ranks, foreground_enrichment, foreground_tokens, load_enrichment_clips, \
+    motion_correlation, motion_energy, spearman
 
 
 def run_args(root, out_dir, *extra):
@@ -274,7 +275,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_mixed_precision_runs_and_keeps_float32_weights(synthetic_root, tmp_path, dtype):
     """The GPU default (bf16) and fp16 with a GradScaler, both of which the CPU has too."""
-    autocast, scaler = pretrain.amp_setup(dtype, torch.device("cpu"))
+    autocast, scaler = amp_setup(dtype, torch.device("cpu"))
     model = AdaMAE(small_cfg())
     with autocast:
         out = model(torch.randn(2, 3, 4, 32, 32))

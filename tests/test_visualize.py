@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import visualize as V
+import figures as V
+import visualize
 from adamae import AdaMAE, AdaMAEConfig, gather_tokens, split_indices
-from data import write_video
+from synthetic import write_video
 from sampler import MASK_TYPES
 from test_convert import random_state_dict, reference_shapes
 from test_model import small_cfg, video_for
@@ -161,27 +162,27 @@ def test_comparison_stacks_one_block_per_mask_type(tmp_path):
     write_video(clip, rng.integers(0, 256, (12, 40, 48, 3), dtype=np.uint8))
     (tmp_path / "val.csv").write_text("clip.mp4 2\n")
 
-    png, gif = V.main(["--checkpoint", str(checkpoint), "--video", str(clip), "--out", str(tmp_path / "out"),
+    png, gif = visualize.main(["--checkpoint", str(checkpoint), "--video", str(clip), "--out", str(tmp_path / "out"),
                        "--compare", "random,tube,frame,adaptive", "--stride", "2"])
     assert png.name == "clip_random-tube-frame-adaptive.png"
     assert decode(png)[0].shape == (*still_size(4, 32 * SCALE, 32 * SCALE, 2), 3)
     assert len(decode(gif)) == cfg.num_frames
 
-    png, mp4 = V.main(["--checkpoint", str(checkpoint), "--list", str(tmp_path / "val.csv"), "--index", "0",
+    png, mp4 = visualize.main(["--checkpoint", str(checkpoint), "--list", str(tmp_path / "val.csv"), "--index", "0",
                        "--out", str(tmp_path / "out"), "--mask_type", "tube", "--animation", "mp4",
                        "--mask_ratio", "0.5"])
     assert png.name == "val_0_tube.png" and decode(png)[0].shape[0] == still_size(1, 32 * SCALE, 32 * SCALE, 2)[0]
     assert len(decode(mp4)) == cfg.num_frames
 
     with pytest.raises(ValueError, match="out of range"):
-        V.main(["--checkpoint", str(checkpoint), "--list", str(tmp_path / "val.csv"), "--index", "1"])
+        visualize.main(["--checkpoint", str(checkpoint), "--list", str(tmp_path / "val.csv"), "--index", "1"])
 
 
 def test_adaptive_needs_a_sampler_and_help_works(capsys):
     with pytest.raises(ValueError, match="no sampler"):
-        V.mask_for(model_for("random"), "adaptive")
+        visualize.mask_for(model_for("random"), "adaptive")
     with pytest.raises(SystemExit) as exit_info:
-        V.main(["--help"])
+        visualize.main(["--help"])
     assert exit_info.value.code == 0 and "--compare" in capsys.readouterr().out
 
 
@@ -189,7 +190,7 @@ def test_authors_checkpoint_loads_through_the_preset(tmp_path):
     cfg = AdaMAEConfig.preset("tiny")
     path = tmp_path / "released.pth"
     torch.save({"model": random_state_dict(reference_shapes(cfg)), "epoch": 799}, path)
-    model = V.load_model(path, preset="tiny", mask_ratio=0.9)
+    model = visualize.load_model(path, preset="tiny", mask_ratio=0.9)
     assert model.cfg == AdaMAEConfig.preset("tiny", mask_ratio=0.9) and not model.training
     assert V.figure(model, video_for(cfg, batch=1)).shape == (*still_size(1, 128, 128, 8), 3)
 
@@ -198,7 +199,7 @@ def test_an_unreadable_video_is_an_error_naming_it(tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="empty.mp4: unreadable video"):
-        V.read_clip(AdaMAEConfig.preset("tiny"), video=str(empty))
+        visualize.read_clip(AdaMAEConfig.preset("tiny"), video=str(empty))
 
 
 def test_labels_are_drawn_where_they_belong():
