@@ -584,21 +584,7 @@ def finetune(args, rank, world, device):
     run_dir = Path(args.out_dir) / ("scratch" if args.scratch else "pretrained")
     ckpt_path = run_dir / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
-    if args.eval and not resume:
-        raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
-    # The architecture: the checkpoint being resumed, else the pre-trained one (with or without its weights).
-    ckpt, pretrained_state, classifier_state, saved_classes = None, None, None, None
-    if args.eval:  # any fine-tuned classifier: ours, or the authors'/VideoMAE's
-        cfg, classifier_state, saved_classes = read_classifier(resume)
-    elif resume:
-        ckpt = load_checkpoint_file(resume)
-        cfg = AdaMAEConfig.from_dict(ckpt["config"])
-    elif args.pretrained is not None:
-        cfg, pretrained_state = read_pretrained(args.pretrained)
-    elif args.scratch:
-        cfg = AdaMAEConfig.preset(args.preset)
-    else:
-        raise ValueError("give --pretrained CHECKPOINT (from pretrain.py) or --scratch")
+    cfg, start, saved_classes = starting_point(args, resume, ckpt_path)
 
     torch.manual_seed(args.seed + rank)
     train_set, val_set, test_set, num_classes = make_datasets(args, cfg, saved_classes)
@@ -606,113 +592,159 @@ def finetune(args, rank, world, device):
     autocast, scaler = amp_setup(args.dtype, device)
     sampler, loader, steps_per_epoch = make_loader(args.data, train_set, args.batch_size, args.accum_steps, rank,
                                                    world, args.seed, args.num_workers, device)
-    total_steps = args.epochs * steps_per_epoch
+    total_steps, warmup_steps = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
     effective_batch = args.batch_size * args.accum_steps * world
     lr, min_lr = args.base_lr * effective_batch / 256, args.min_lr * effective_batch / 256
     optimizer = make_optimizer(model, lr, args.weight_decay, args.layer_decay)
-
-    step, start_epoch, best = 0, 0, None  # best: the best single-view val top-1 so far
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step, start_epoch, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best_val_top1"]
-    elif classifier_state is not None:
-        model.load_state_dict(classifier_state)
-    elif pretrained_state is not None and not args.scratch:
-        loaded, missing, dropped = load_encoder(model, pretrained_state)
-        if is_main:
-            parts = sorted({k.rsplit(".", 1)[0] if k.startswith("encoder.") else k.split(".")[0] for k in dropped})
-            print(f"loaded {len(loaded)} tensors (tokenizer, {cfg.encoder_depth} encoder blocks) from "
-                  f"{args.pretrained}; dropped (pre-training only): {', '.join(parts)}; "
-                  f"missing (new, random init): {', '.join(missing)}")
+    step, start_epoch, best = load_start(start, model, optimizer, scaler, args, is_main)  # best: val top-1 so far
     compiled = torch.compile(model) if args.compile else model
     ddp_model = DDP(compiled) if world > 1 else compiled
-
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        scales = sorted({round(g["lr_scale"], 4) for g in optimizer.param_groups})
-        print(f"[{run_dir.name}] {len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; "
-              f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; crop scale [{args.min_scale}, 1], "
-              f"flip {args.flip}, RandAugment {args.rand_aug or 'off'}, erasing {args.reprob}, mixup {args.mixup}, "
-              f"cutmix {args.cutmix}, smoothing {args.smoothing}")
-        print(f"[{run_dir.name}] effective batch {args.batch_size} x {args.accum_steps} accum x {world} procs = "
-              f"{effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} (min {min_lr:.3g}), "
-              f"warmup {args.warmup_epochs} of {args.epochs} epochs; layer-decay scales {scales}")
-        print(f"[{run_dir.name}] {cfg.num_tokens} tokens {cfg.grid}, encoder {cfg.encoder_dim} x {cfg.encoder_depth}"
-              f", {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        print_setup(args, run_dir.name, model, optimizer, train_set, val_set, world, device, steps_per_epoch,
+                    effective_batch, lr, min_lr)
         if resume:
             print(f"[{run_dir.name}] resumed from {resume} at step {step}, epoch {start_epoch}")
 
-    def save(path, epoch):  # the best val top-1 rides along, so a resumed run keeps best.pt's bar
-        save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, best_val_top1=best)
-
-    def log(record):
-        if is_main:
-            append_jsonl(run_dir / "log.jsonl", record)
-
-    bar = tqdm(total=total_steps, initial=step, disable=not is_main or args.eval, dynamic_ncols=True)
+    report = StepLog(args, run_dir, total_steps, step, is_main)
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked at log steps and before saving
-    t_log, clips_since, t_start = time.time(), 0, time.time()
     for epoch in range(start_epoch, 0 if args.eval else args.epochs):
+        if args.max_steps is not None and step >= args.max_steps:
+            break
         skipped = 0  # unreadable training videos replaced in this epoch, on this process
         for batches in epoch_micro_batches(loader, sampler, epoch, args.seed, rank, steps_per_epoch,
                                            args.accum_steps):
             if args.max_steps is not None and step >= args.max_steps:
-                break
+                break  # inside an epoch: its partial progress is not checkpointed
             skipped += sum(int(bad.sum()) for _, _, bad in batches)
             micro = [mix_batch(video.to(device, non_blocking=True), label.to(device, non_blocking=True),
                                num_classes, args.mixup, args.cutmix, args.smoothing) for video, label, _ in batches]
-            set_lr(optimizer, get_lr(step, total_steps, args.warmup_epochs * steps_per_epoch, lr, min_lr))
+            set_lr(optimizer, get_lr(step, total_steps, warmup_steps, lr, min_lr))
             loss = train_step(ddp_model, micro, optimizer, scaler, autocast, classification_loss, args.clip_grad)[0]
             finite &= torch.isfinite(loss)
             step += 1
-            clips_since += args.batch_size * args.accum_steps * world
-            bar.update()
-            if step % args.log_every == 0 or step == total_steps:
-                check_finite(finite, f"by step {step}", ckpt_path)
-                loss = loss.item()
-                speed = clips_since / (time.time() - t_log)
-                t_log, clips_since = time.time(), 0
-                top_lr = optimizer.param_groups[-1]["lr"]
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{top_lr:.2e}", clips_s=f"{speed:.1f}")
-                log({"step": step, "epoch": epoch, "loss": loss, "lr": top_lr, "clips_per_s": speed})
-        else:  # the epoch ran to its end: validate, then checkpoint
+            report(step, epoch, loss, finite, effective_batch, optimizer.param_groups[-1]["lr"])
+        else:  # the epoch ran to its end: check on every rank, validate, then rank 0 saves
             check_finite(finite, f"in epoch {epoch}", ckpt_path)
-            probs, labels, left_out = evaluate(model, val_set, device, autocast, args.batch_size, args.num_workers,
-                                               rank, world)
-            top1 = topk_accuracy(probs, labels, 1)
-            improved = best is None or top1 > best  # the same on every rank: top1 is over all videos
-            best = top1 if improved else best
-            skipped = int(all_reduce(skipped))
-            if is_main:
-                if skipped:
-                    warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
-                bar.write(f"[{run_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view, {len(labels)} "
-                          f"videos{left_out_text(left_out)})")
-                log({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": skipped,
-                     "val_left_out": len(left_out)})
-                if improved:
-                    save(run_dir / "best.pt", epoch)
-                if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-                    save(ckpt_path, epoch)
-            continue
-        break  # max_steps reached inside the epoch: its partial progress is not checkpointed
-    bar.close()
+            top1 = report.validation(epoch, step, evaluate(model, val_set, device, autocast, args.batch_size,
+                                                           args.num_workers, rank, world), int(all_reduce(skipped)))
+            improved, best = best is None or top1 > best, top1 if best is None else max(best, top1)
+            for path, due in ((run_dir / "best.pt", improved),
+                              (ckpt_path, (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)):
+                if is_main and due:  # the best val top-1 rides along, so a resumed run keeps best.pt's bar
+                    save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, best_val_top1=best)
+    report.bar.close()
+    return final_test(args, model, test_set, device, autocast, rank, world, report, step, best, num_classes)
 
+
+def starting_point(args, resume, ckpt_path):
+    """(config, (kind, state), saved number of classes or None): where the run's weights come from. The
+    checkpoint being resumed, or (--eval) any fine-tuned classifier, ours or the authors'/VideoMAE's;
+    else a pre-training file (its encoder); else --scratch with the preset."""
+    if args.eval and not resume:
+        raise FileNotFoundError(f"--eval: no checkpoint at {ckpt_path}; pass --resume PATH")
+    if args.eval:
+        cfg, state, num_classes = read_classifier(resume)
+        return cfg, ("classifier", state), num_classes
+    if resume:
+        ckpt = load_checkpoint_file(resume)
+        return AdaMAEConfig.from_dict(ckpt["config"]), ("resume", ckpt), None
+    if args.pretrained is not None:
+        cfg, state = read_pretrained(args.pretrained)
+        return cfg, (None if args.scratch else "pretrained", state), None  # --scratch: its architecture only
+    if args.scratch:
+        return AdaMAEConfig.preset(args.preset), (None, None), None
+    raise ValueError("give --pretrained CHECKPOINT (from pretrain.py) or --scratch")
+
+
+def load_start(start, model, optimizer, scaler, args, is_main):
+    """Put the starting weights (and, resuming, the optimizer and scaler) in place; (step, epoch, best)."""
+    kind, state = start
+    if kind == "resume":
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        return state["step"], state["epoch"] + 1, state["best_val_top1"]
+    if kind == "classifier":
+        model.load_state_dict(state)
+    elif kind == "pretrained":
+        loaded, missing, dropped = load_encoder(model, state)
+        if is_main:
+            parts = sorted({k.rsplit(".", 1)[0] if k.startswith("encoder.") else k.split(".")[0] for k in dropped})
+            print(f"loaded {len(loaded)} tensors (tokenizer, {model.cfg.encoder_depth} encoder blocks) from "
+                  f"{args.pretrained}; dropped (pre-training only): {', '.join(parts)}; "
+                  f"missing (new, random init): {', '.join(missing)}")
+    return 0, 0, None
+
+
+def print_setup(args, name, model, optimizer, train_set, val_set, world, device, steps_per_epoch, effective_batch,
+                lr, min_lr):
+    """The derived sizes a run depends on: data and augmentation, batch and lr, tokens, parameters."""
+    cfg = model.cfg
+    scales = sorted({round(g["lr_scale"], 4) for g in optimizer.param_groups})
+    print(f"[{name}] {len(train_set)} train / {len(val_set)} val videos, {model.head.out_features} classes; "
+          f"{world} process(es) on {device}; {steps_per_epoch} steps/epoch; crop scale [{args.min_scale}, 1], "
+          f"flip {args.flip}, RandAugment {args.rand_aug or 'off'}, erasing {args.reprob}, mixup {args.mixup}, "
+          f"cutmix {args.cutmix}, smoothing {args.smoothing}")
+    print(f"[{name}] effective batch {args.batch_size} x {args.accum_steps} accum x {world} procs = "
+          f"{effective_batch}; lr = {args.base_lr:g} x {effective_batch}/256 = {lr:.3g} (min {min_lr:.3g}), "
+          f"warmup {args.warmup_epochs} of {args.epochs} epochs; layer-decay scales {scales}")
+    print(f"[{name}] {cfg.num_tokens} tokens {cfg.grid}, encoder {cfg.encoder_dim} x {cfg.encoder_depth}"
+          f", {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+
+class StepLog:
+    """Log lines of a fine-tuning run (progress bar and run_dir/log.jsonl, rank 0) and its results."""
+
+    def __init__(self, args, run_dir, total_steps, step, is_main):
+        self.args, self.run_dir, self.is_main = args, run_dir, is_main
+        self.bar = tqdm(total=total_steps, initial=step, disable=not is_main or args.eval, dynamic_ncols=True)
+        self.t_log, self.clips, self.t_start = time.time(), 0, time.time()
+
+    def __call__(self, step, epoch, loss, finite, clips, lr):
+        """After optimizer step `step` of `clips` clips; `loss` is a device tensor, read only at log steps."""
+        self.bar.update()
+        self.clips += clips
+        if step % self.args.log_every == 0 or step == self.bar.total:
+            check_finite(finite, f"by step {step}", self.run_dir / "checkpoint.pt")
+            speed = self.clips / (time.time() - self.t_log)
+            self.t_log, self.clips = time.time(), 0
+            self.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}")
+            self.write({"step": step, "epoch": epoch, "loss": loss.item(), "lr": lr, "clips_per_s": speed})
+
+    def write(self, record):
+        if self.is_main:
+            append_jsonl(self.run_dir / "log.jsonl", record)
+
+    def validation(self, epoch, step, evaluation, skipped):
+        """An epoch's single-view val top-1 (returned), printed and logged with the unreadable videos."""
+        probs, labels, left_out = evaluation
+        top1 = topk_accuracy(probs, labels, 1)
+        if self.is_main:
+            if skipped:
+                warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
+            self.bar.write(f"[{self.run_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view, "
+                           f"{len(labels)} videos{left_out_text(left_out)})")
+        self.write({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": skipped,
+                    "val_left_out": len(left_out)})
+        return top1
+
+
+def final_test(args, model, test_set, device, autocast, rank, world, report, step, best, num_classes):
+    """The multi-view test (K clips x crops per video, softmax averaged), logged and printed; the result."""
     test_batch = max(1, args.batch_size // (args.test_clips * args.test_crops))  # about batch_size clips a forward
     probs, labels, left_out = evaluate(model, test_set, device, autocast, test_batch, args.num_workers, rank, world)
     k = min(5, num_classes)
     result = {"top1": topk_accuracy(probs, labels, 1), "topk": topk_accuracy(probs, labels, k), "k": k,
               "best_val_top1": best, "videos": len(labels), "left_out": left_out,
-              "minutes": (time.time() - t_start) / 60}
+              "minutes": (time.time() - report.t_start) / 60}
     views = f"{args.test_clips} clips x {args.test_crops} crops"
-    log({"step": step, "test": views, **result})
-    if is_main:
+    report.write({"step": step, "test": views, **result})
+    if rank == 0:
         best_text = "none" if best is None else f"{100 * best:.1f}%"
         topk = f", top-{k} {100 * result['topk']:.1f}%" if k < num_classes else ""  # top-all is always 100%
-        print(f"[{run_dir.name}] multi-view test ({views}, {len(labels)} videos{left_out_text(left_out)}): top-1 "
-              f"{100 * result['top1']:.1f}%{topk} (best single-view val top-1 {best_text}; "
+        print(f"[{report.run_dir.name}] multi-view test ({views}, {len(labels)} videos{left_out_text(left_out)}): "
+              f"top-1 {100 * result['top1']:.1f}%{topk} (best single-view val top-1 {best_text}; "
               f"{result['minutes']:.1f} min)")
     return result
 
