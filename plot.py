@@ -1,5 +1,5 @@
 """Line plots as PNG with numpy only (the project has no plotting library): axes, ticks, lines, a
-legend, and labels in a 3x5-pixel bitmap font. Written with `visualize.save_png` (PyAV).
+legend, and labels in figures.py's bitmap font. Written with `figures.save_png` (PyAV).
 
     save_line_plots("curves.png", ["loss"], [[("run a", [(0, 1.0), (100, 0.5)]), ...]], x_label="step")
 """
@@ -8,39 +8,11 @@ import math
 
 import numpy as np
 
-from figures import save_png
+from figures import save_png, text, text_width
 
-# 3x5 glyphs, rows top to bottom, "1" = ink. Upper case is drawn as lower case.
-GLYPHS = dict(zip(
-    "0123456789abcdefghijklmnopqrstuvwxyz.-+_()=/,: ",
-    """111101101101111 010110010010111 111001111100111 111001111001111 101101111001001
-       111100111001111 111100111101111 111001001010010 111101111101111 111101111001111
-       010101111101101 110101110101110 011100100100011 110101101101110 111100110100111
-       111100110100100 011100101101011 101101111101101 111010010010111 001001001101010
-       101101110101101 100100100100111 101111111101101 110101101101101 010101101101010
-       110101110100100 010101101110011 110101110101101 011100010001110 111010010010010
-       101101101101111 101101101101010 101101111111101 101101010101101 101101010010010
-       111001010100111 000000000000010 000000111000000 000010111010000 000000000000111
-       010100100100010 010001001001010 000111000111000 001001010100100 000000000010100
-       000010000010000 000000000000000""".split()))
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-SCALE = 2  # font pixels per glyph pixel
 PANEL_W, PANEL_H, MARGIN = 420, 260, 48
-
-
-def text(image, x, y, string, colour=(0, 0, 0)):
-    """Draw string with its top-left corner at (x, y); characters without a glyph are left blank."""
-    for k, char in enumerate(string.lower()):
-        bits = np.array([c == "1" for c in GLYPHS.get(char, GLYPHS[" "])]).reshape(5, 3)
-        glyph = np.kron(bits, np.ones((SCALE, SCALE), bool))  # (5 * SCALE, 3 * SCALE)
-        x0 = x + k * 4 * SCALE
-        region = image[y:y + glyph.shape[0], x0:x0 + glyph.shape[1]]
-        region[glyph[:region.shape[0], :region.shape[1]]] = colour
-
-
-def text_width(string):
-    return len(string) * 4 * SCALE
 
 
 def line(image, p, q, colour, width=2):

@@ -5,6 +5,7 @@ import math
 import av
 import numpy as np
 
+import figures
 import plot
 
 
@@ -17,11 +18,11 @@ def test_nice_ticks_cover_the_range_with_round_steps():
 
 def test_text_draws_ink_in_its_box_only():
     image = np.full((20, 60, 3), 255, np.uint8)
-    plot.text(image, 2, 3, "ab 1.0")
+    figures.text(image, 2, 3, "ab 1.0")
     ink = (image < 255).any(-1)
     rows, cols = np.nonzero(ink)
-    assert ink.any() and rows.min() >= 3 and rows.max() < 3 + 5 * plot.SCALE
-    assert cols.min() >= 2 and cols.max() < 2 + plot.text_width("ab 1.0")
+    assert ink.any() and rows.min() >= 3 and rows.max() < 3 + 5 * figures.FONT_SCALE
+    assert cols.min() >= 2 and cols.max() < 2 + figures.text_width("ab 1.0")
 
 
 def test_line_plots_png_has_every_series_colour(tmp_path):
