@@ -24,7 +24,9 @@ def line(image, p, q, colour, width=2):
 
 
 def nice_ticks(lo, hi, count=5):
-    """About `count` round tick values covering [lo, hi]."""
+    """About `count` round tick values covering [lo, hi] (a unit range around a flat series)."""
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
     raw = (hi - lo) / count
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if step * m >= raw)

@@ -25,7 +25,7 @@ from data import VideoDataset
 from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, make_loader, \
     make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, train_step
 from metrics import describe_sampler, load_probe_clips, measure_sampler
-from synthetic import make_synthetic
+from synthetic import DEMO_SET, make_synthetic
 from figures import save_figure
 
 # ----------------------------------------------------------------------------- defaults
@@ -80,7 +80,6 @@ TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "sampler_dr
 # The embedded demo (no --data): what a 2-core laptop trains in about 3 minutes on the synthetic set.
 DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
 DEMO_TEXT = "the tiny preset on generated videos, " + ", ".join(f"{k} {v}" for k, v in DEMO.items())
-SYNTHETIC = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)  # stride 4 x 16 frames spans 61
 
 
 def get_args(argv=None):
@@ -184,7 +183,7 @@ def make_demo_data(args, rank, world):
     if rank == 0:
         print(f"demo recipe (no --data): {DEMO_TEXT}; the paper's recipe: --data LIST --preset base "
               f"(README: The recipe)")
-        make_synthetic(root, seed=0, background=args.synthetic_background, **SYNTHETIC)
+        make_synthetic(root, seed=0, background=args.synthetic_background, **DEMO_SET)
     if world > 1:
         dist.barrier()
     args.data = str(root / "train.csv")

@@ -1,6 +1,6 @@
 """When does the sampler learn where the motion is? Pre-training curves on synthetic backgrounds.
 
-README, "What the sampler learns, and when it cannot". Each curve is one `pretrain.main` run of the
+README, "What the sampler learns, and when it cannot". Each curve is one `python pretrain.py` run of the
 embedded demo (the same recipe, data set size and step budget for every curve; only the named
 settings change) that measures the sampler every `--eval_every` steps on 16 held-out clips:
 foreground enrichment (share of P on the moving object / share of its tokens, 1 = random masking)
@@ -18,16 +18,19 @@ curve.json records the same command) is not run again.
 import csv
 import json
 import math
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 import plot
-import pretrain
-from data import make_synthetic, read_list
+from data import read_list
+from engine import make_parser
+from synthetic import DEMO_SET, make_synthetic
+
+BATCH = 8  # pretrain.py's default --batch_size, given explicitly
 
 # name: pretrain.py options on top of the demo's. Knobs the paper varies, on the static texture.
 CURVES = {
@@ -55,10 +58,9 @@ def curve_argv(name, args, out_dir):
     """pretrain.py options of a curve: the demo recipe, args.steps as whole epochs."""
     extra = CURVES[name]
     background = extra[extra.index("--synthetic_background") + 1] if "--synthetic_background" in extra else "flat"
-    synthetic = make_synthetic(out_dir / "synthetic", seed=0, background=background, **pretrain.SYNTHETIC)
-    batch = pretrain.DEFAULTS["batch_size"][0]
-    epochs = math.ceil(args.steps / (len(read_list(synthetic["train"])) // batch))
-    return ["--out_dir", str(out_dir), "--epochs", str(epochs), "--eval_every", str(args.eval_every),
+    synthetic = make_synthetic(out_dir / "synthetic", seed=0, background=background, **DEMO_SET)
+    epochs = math.ceil(args.steps / (len(read_list(synthetic["train"])) // BATCH))
+    return ["--out_dir", str(out_dir), "--batch_size", str(BATCH), "--epochs", str(epochs), "--eval_every", str(args.eval_every),
             "--vis_every", "0", "--seed", str(args.seed), *extra]
 
 
@@ -89,7 +91,9 @@ def run_curve(name, args):
     for stale in ("log.jsonl", "checkpoint.pt"):  # a half-finished run would mix two curves
         (out_dir / stale).unlink(missing_ok=True)
     wall, cpu = time.time(), cpu_seconds()
-    pretrain.main(argv)
+    # one thread, one curve per core: run several studies side by side instead
+    subprocess.run([sys.executable, str(Path(__file__).with_name("pretrain.py")), *argv], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     curve = {"name": name, "argv": argv, "command": "python pretrain.py " + " ".join(argv),
              "wall_s": round(time.time() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
              **read_curve(out_dir / "log.jsonl")}
@@ -128,12 +132,11 @@ def write_results(curves, docs):
 
 
 def main(argv=None):
-    args = pretrain.make_parser(__doc__, DEFAULTS, {}).parse_args(argv)
+    args = make_parser(__doc__, DEFAULTS, {}).parse_args(argv)
     names = [n.strip() for n in args.curves.split(",") if n.strip()]
     unknown = [n for n in names if n not in CURVES]
     if unknown:
         raise ValueError(f"unknown curve(s) {unknown}; choose from {list(CURVES)}")
-    torch.set_num_threads(1)  # one curve per core; run several studies side by side instead
     curves = [c for c in (run_curve(name, args) for name in names) if c is not None]
     if not curves:
         sys.exit("no finished curve to plot")

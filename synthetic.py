@@ -14,6 +14,9 @@ import av
 import numpy as np
 
 DIRECTIONS = ("right", "left", "down", "up")  # labels: index = direction of motion
+# The pre-training demo's set (pretrain.py, study.py): 144 train / 16 held-out videos; a clip of 16 frames
+# at stride 4 spans 61 of the 64 frames.
+DEMO_SET = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)
 
 
 def write_video(path, frames, fps=25, options=None):

@@ -14,6 +14,8 @@ def test_nice_ticks_cover_the_range_with_round_steps():
     assert ticks[0] <= 0.93 and ticks[-1] >= 3.17 and 4 <= len(ticks) <= 8
     steps = np.diff(ticks)
     assert np.allclose(steps, steps[0]) and steps[0] in (0.2, 0.5, 1.0)
+    flat = plot.nice_ticks(1.0, 1.0)  # a series that never moves (e.g. a short run's first measurements)
+    assert flat[0] < 1.0 < flat[-1]
 
 
 def test_text_draws_ink_in_its_box_only():
