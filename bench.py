@@ -3,7 +3,7 @@
     python bench.py                                    # tiny preset on CPU, the 10 masking configs: < 2 min
     python bench.py --preset base --batch 16           # on a GPU: the paper's ViT-B at its Table 1 batch
     python bench.py --configs adaptive:0.95,tube:0.9   # a subset; --compile, --dtype, --steps, --warmup
-    python bench.py --data                             # data pipeline: clips/s per worker, seek speed-up
+    python bench.py --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
     python bench.py --json bench.json                  # also write every number as JSON
 
 Training step: for each (mask type, rho) the real step, `engine.train_step` (forward, L_R + lambda L_S,
