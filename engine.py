@@ -214,7 +214,7 @@ def epoch_micro_batches(loader, sampler, epoch, seed, rank, steps, accum_steps):
         yield [next(batches) for _ in range(accum_steps)]
 
 
-# ----------------------------------------------------------------------------- safety: finite losses, resuming, checkpoints, logs
+# ----------------------------------------------------------------------------- safety: non-finite stop, resume, checkpoints
 
 def check_finite(finite, when, ckpt_path):
     """Stop every process on a non-finite loss in any of them, before anything is saved: DDP's averaged

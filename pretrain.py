@@ -22,11 +22,11 @@ from tqdm import tqdm
 from adamae import AdaMAE, AdaMAEConfig
 from convert import load_checkpoint_file
 from data import VideoDataset
-from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, make_loader, \
-    make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, train_step
+from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, \
+    make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, train_step
+from figures import save_figure
 from metrics import describe_sampler, load_probe_clips, measure_sampler
 from synthetic import DEMO_SET, make_synthetic
-from figures import save_figure
 
 # ----------------------------------------------------------------------------- defaults
 # name: (default, help). argparse is generated from this table; `python pretrain.py --help` prints it.
@@ -166,7 +166,7 @@ def main(argv=None):
             stats = train_step(ddp_model, micro, optimizer, scaler, autocast, clip_grad=args.clip_grad)
             finite &= torch.isfinite(stats).all()
             step += 1
-            report(step, epoch, stats, finite, clips=sum(len(v) for v in micro) * world, lr=optimizer.param_groups[0]["lr"])
+            report(step, epoch, stats, finite, sum(len(v) for v in micro) * world, optimizer.param_groups[0]["lr"])
         else:  # the epoch ran to its end: every rank checks, then rank 0 saves
             report.end_of_epoch(epoch, finite, skipped)
             if is_main and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
