@@ -16,7 +16,7 @@ import finetune
 import engine
 import pretrain
 from data import VideoDataset
-from finetune import VideoClassifier, evaluate
+from classifier import VideoClassifier, evaluate
 from test_finetune import NumberedViews, ReadNumber, small_config
 from test_pretrain import free_port, read_log, run_args
 

@@ -11,14 +11,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+import classifier
 import finetune
 from adamae import AdaMAE, AdaMAEConfig
+from classifier import VideoClassifier, average_views, evaluate, load_encoder, topk_accuracy
 from convert import read_classifier, read_pretrained, reference_to_classifier
 from data import VideoDataset
+from engine import gather_rows, save_checkpoint
+from finetune import cutmix_box, make_optimizer, mix_batch
 from synthetic import write_video
-from finetune import (VideoClassifier, average_views, cutmix_box, evaluate, gather_rows, load_encoder,
-                      make_optimizer, mix_batch, topk_accuracy)
-from engine import save_checkpoint
 from test_convert import random_state_dict, reference_block, reference_block_shapes, sinusoid, \
     write_reference_pretrain
 from test_pretrain import free_port, losses_by_step, read_log
@@ -391,19 +392,19 @@ def test_probe_layer_applies_the_standardisation_it_was_fitted_with():
     torch.manual_seed(0)
     x = torch.randn(40, 6) * torch.tensor([100.0, 1, 1, 1, 1, 0.01]) + 50  # very different scales
     y = (x[:, 5] > 50).long()  # only the smallest-scale dimension decides
-    layer = finetune.fit_probe(x, y, 2, weight_decay=1e-3, steps=100)
+    layer = classifier.fit_probe(x, y, 2, weight_decay=1e-3, steps=100)
     assert (layer(x).argmax(dim=1) == y).all()
     assert layer.weight[:, 5].abs().min() > 100 * layer.weight[:, 0].abs().max()
 
 
 def test_labelled_subset_draws_per_class_and_names_a_short_class():
     labels = torch.tensor([0, 1, 0, 1, 0, 1, 2, 2])
-    chosen = finetune.labelled_subset(labels, 2, seed=0)
+    chosen = classifier.labelled_subset(labels, 2, seed=0)
     assert labels[chosen].sort().values.tolist() == [0, 0, 1, 1, 2, 2] and len(set(chosen.tolist())) == 6
-    assert torch.equal(chosen, finetune.labelled_subset(labels, 2, seed=0))
-    assert finetune.labelled_subset(labels, None, seed=0).tolist() == list(range(8))
+    assert torch.equal(chosen, classifier.labelled_subset(labels, 2, seed=0))
+    assert classifier.labelled_subset(labels, None, seed=0).tolist() == list(range(8))
     with pytest.raises(ValueError, match="class 2 has only 2"):
-        finetune.labelled_subset(labels, 3, seed=0)
+        classifier.labelled_subset(labels, 3, seed=0)
 
 
 def video_features(pretrained_path, video):
@@ -447,7 +448,7 @@ def features_worker(rank, world, port, videos, pretrained_path, out_dir):
     args = finetune.get_args(["--data", "x", "--pretrained", pretrained_path, *encoder_args()])
     model, _ = finetune.frozen_encoder(args, torch.device("cpu"))
     dataset = finetune.views_dataset([(v, i) for i, v in enumerate(videos)], model.cfg, args)
-    feats, labels = finetune.encode_views(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
+    feats, labels = classifier.encode_views(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
                                           batch_size=1, rank=rank, world=world)
     torch.save({"feats": feats, "labels": labels}, os.path.join(out_dir, f"feats{rank}.pt"))
     dist.destroy_process_group()

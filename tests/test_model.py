@@ -103,7 +103,7 @@ def test_every_sample_keeps_exactly_the_visible_count(mask_type, ratio):
         assert ((slices.all(dim=2)) | (~slices).all(dim=2)).all()
 
 
-def test_visible_counts_of_the_spec():
+def test_visible_counts_of_the_authors_and_videomae():
     # adaptive, as the authors' code: floor(N (1 - rho)) visible
     assert visible_count("adaptive", PAPER_GRID, 0.95) == 78    # floor(78.4)
     assert visible_count("adaptive", PAPER_GRID, 0.9) == 156    # floor(156.8)
