@@ -95,6 +95,7 @@ def pretrain_worker(rank, world, port, argv, poison_step, out_dir):
         outcome = "finished"
     except FloatingPointError as e:
         outcome = f"{type(e).__name__}: {e}"
+        dist.barrier()  # both ranks stopped at the same check; tearing gloo down while the other still talks aborts
         dist.destroy_process_group()
     Path(out_dir, f"outcome{rank}.txt").write_text(outcome)
 
@@ -131,6 +132,7 @@ def eval_worker(rank, world, port, dataset, model, out_dir):
     probs, labels, left_out = evaluate(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
                                        batch_size=2, rank=rank, world=world)
     torch.save({"probs": probs, "labels": labels, "left_out": left_out}, os.path.join(out_dir, f"eval{rank}.pt"))
+    dist.barrier()  # no rank tears gloo down while another still finishes a collective
     dist.destroy_process_group()
 
 
@@ -193,6 +195,7 @@ def resume_worker(rank, world, port, out_dir):
     except FileNotFoundError as e:
         outcome = str(e)
     Path(out_dir, f"resume{rank}.txt").write_text(outcome)
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -321,6 +321,7 @@ def eval_worker(rank, world, port, out_dir):
     probs, labels, _ = evaluate(model, NumberedViews(7, views=2), torch.device("cpu"),
                                 torch.autocast("cpu", enabled=False), batch_size=2, rank=rank, world=world)
     torch.save({"probs": probs, "labels": labels, "seen": model.seen}, os.path.join(out_dir, f"eval{rank}.pt"))
+    dist.barrier()  # no rank tears gloo down while another still finishes a collective
     dist.destroy_process_group()
 
 
@@ -451,6 +452,7 @@ def features_worker(rank, world, port, videos, pretrained_path, out_dir):
     feats, labels = classifier.encode_views(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
                                           batch_size=1, rank=rank, world=world)
     torch.save({"feats": feats, "labels": labels}, os.path.join(out_dir, f"feats{rank}.pt"))
+    dist.barrier()  # no rank tears gloo down while another still finishes a collective
     dist.destroy_process_group()
 
 

@@ -258,6 +258,7 @@ def ddp_worker(rank, world, port, out_dir):
         micro = [torch.randn(2, 3, 4, 32, 32) for _ in range(2)]
         train_step(ddp, micro, opt, torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False))
     torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), os.path.join(out_dir, f"ada{rank}.pt"))
+    dist.barrier()  # no rank tears gloo down while another still finishes a collective
     dist.destroy_process_group()
 
 
