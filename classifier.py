@@ -89,31 +89,40 @@ def topk_accuracy(probs, labels, k):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1):
-    """Softmax averaged over each video's views -> (probs (N, C), labels (N,), left_out), the same on every
-    rank: N readable videos in dataset order, and the paths of the unreadable ones, left out of the metric
-    (never replaced by another video, which would count one twice). Rank r takes videos r, r + world, ...:
-    none padded in, none dropped (no drop_last); with fewer videos than ranks a shard is empty."""
+def per_video(fn, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1, progress=False):
+    """`fn` of each video's views ((B, V, 3, T, H, W) on the device -> (B, K)) for every video of the dataset
+    -> (rows (N, K) float64, labels (N,), unreadable (N,) bool), in dataset order and the same on every rank.
+    Rank r takes videos r, r + world, ...: none padded in, none dropped (no drop_last); with fewer videos
+    than ranks a shard is empty. An unreadable video's row is computed from the dataset's placeholder:
+    the caller leaves it out."""
     shard = range(rank, len(dataset), world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")  # as engine.make_loader
-    was_training = model.training
-    model.eval()
-    rows = []  # per video: label, unreadable, probs (C)
-    for views, label, unreadable in loader:
-        if views.dim() == 5:
-            views = views[:, None]                                  # one view: (B, 1, 3, T, H, W)
-        B, V = views.shape[:2]
+    rows = []  # per video: label, unreadable, fn's row (K)
+    for views, label, unreadable in tqdm(loader, desc="videos", unit="batch", disable=not progress or rank != 0,
+                                         dynamic_ncols=True):
+        views = views.reshape(len(label), -1, *views.shape[-4:])   # (B, V, 3, T, H, W); one view: V = 1
         with autocast:
-            logits = model(views.flatten(0, 1).to(device, non_blocking=True))  # (B*V, C)
-        probs = average_views(logits.reshape(B, V, -1)).cpu()
-        rows.append(torch.cat([label[:, None], unreadable[:, None], probs], dim=1).double())
-    model.train(was_training)
+            out = fn(views.to(device, non_blocking=True)).float().cpu()
+        rows.append(torch.cat([label[:, None], unreadable[:, None], out], dim=1).double())
     width = int(all_reduce(rows[0].shape[1] if rows else 0, op=dist.ReduceOp.MAX))  # what an empty shard lacks
     rows = gather_rows(torch.cat(rows) if rows else torch.zeros(0, width), torch.tensor(list(shard)), len(dataset))
-    readable = rows[:, 1] == 0
-    left_out = [dataset.samples[i][0] for i in (~readable).nonzero().flatten().tolist()]
-    return rows[readable, 2:].float(), rows[readable, 0].long(), left_out
+    return rows[:, 2:], rows[:, 0].long(), rows[:, 1] > 0
+
+
+def evaluate(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1):
+    """Softmax averaged over each video's views -> (probs (N, C), labels (N,), left_out), the same on every
+    rank: N readable videos in dataset order, and the paths of the unreadable ones, left out of the metric
+    (never replaced by another video, which would count one twice). Sharded as `per_video`."""
+    def video_probs(views):  # (B, V, 3, T, H, W) -> (B, C)
+        return average_views(model(views.flatten(0, 1)).reshape(*views.shape[:2], -1))
+
+    was_training = model.training
+    model.eval()
+    probs, labels, unreadable = per_video(video_probs, dataset, device, autocast, batch_size, num_workers, rank, world)
+    model.train(was_training)
+    left_out = [dataset.samples[i][0] for i in unreadable.nonzero().flatten().tolist()]
+    return probs[~unreadable].float(), labels[~unreadable], left_out
 
 
 def left_out_text(left_out):
@@ -126,31 +135,19 @@ def left_out_text(left_out):
 
 # ----------------------------------------------------------------------------- frozen features and the linear probe
 
-@torch.no_grad()
 def encode_views(model, dataset, device, autocast, batch_size, num_workers=0, rank=0, world=1, per_view=True):
     """Mean-pooled encoder features of every view -> ((N, V, D) float32, or (N, D) averaged over the views when
-    not per_view; labels (N,)), in dataset order on every rank. Rank r encodes videos r, r + world, ... as
-    `evaluate` does, with a progress bar on rank 0. An unreadable video gets a row of NaN (the dataset warned
-    with its name and gave a placeholder clip, whose features must not stand for it)."""
-    shard = range(rank, len(dataset), world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
-    V, D = dataset.test_clips * dataset.test_crops, model.cfg.encoder_dim
-    feats = [torch.empty(0, V if per_view else 1, D, device=device)]  # an empty shard still joins the gather
-    labels = [torch.empty(0, device=device)]
-    for views, label, bad in tqdm(loader, desc="features", unit="batch", disable=rank != 0, dynamic_ncols=True):
-        views = views.reshape(-1, V, *views.shape[-4:])                           # (B, V, 3, T, H, W)
-        with autocast:
-            f = model.features(views.flatten(0, 1).to(device, non_blocking=True))  # (B*V, D)
-        f = f.float().reshape(-1, V, D)
-        f = f if per_view else f.mean(dim=1, keepdim=True)
-        f[bad.to(device) > 0] = float("nan")
-        feats.append(f)
-        labels.append(label.to(device))
-    rows = torch.cat([torch.cat(labels)[:, None], torch.cat(feats).flatten(1)], dim=1)  # (n, 1 + V*D)
-    rows = gather_rows(rows.cpu(), torch.tensor(list(shard)), len(dataset)).float()
-    labels, feats = rows[:, 0].long(), rows[:, 1:]
-    return (feats.reshape(len(dataset), V, D) if per_view else feats), labels
+    not per_view; labels (N,)), in dataset order on every rank, sharded as `per_video`, with a progress bar on
+    rank 0. An unreadable video gets a row of NaN (the dataset warned with its name and gave a placeholder
+    clip, whose features must not stand for it)."""
+    def video_features(views):  # (B, V, 3, T, H, W) -> (B, V * D) or (B, D)
+        f = model.features(views.flatten(0, 1)).reshape(*views.shape[:2], -1)
+        return (f if per_view else f.mean(dim=1)).flatten(1)
+
+    feats, labels, unreadable = per_video(video_features, dataset, device, autocast, batch_size, num_workers, rank,
+                                          world, progress=True)
+    feats[unreadable] = float("nan")
+    return (feats.reshape(len(dataset), -1, model.cfg.encoder_dim) if per_view else feats).float(), labels
 
 
 def fit_probe(features, labels, num_classes, weight_decay, steps):

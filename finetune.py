@@ -248,9 +248,10 @@ def frozen_encoder(args, device):
     return model.to(device).eval().requires_grad_(False), source
 
 
-def views_dataset(samples, cfg, args):
-    """Every video of `samples` ([(path, label)]) as its multi-view test views: test_clips x test_crops, clip-major."""
-    return VideoDataset(samples, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, train=False,
+def views_dataset(source, cfg, args):
+    """Every video of `source` ([(path, label)], a list file or a folder) as its multi-view test views:
+    test_clips x test_crops, clip-major."""
+    return VideoDataset(source, num_frames=cfg.num_frames, stride=args.stride, img_size=cfg.img_size, train=False,
                         sampling=args.sampling, test_clips=args.test_clips, test_crops=args.test_crops)
 
 
@@ -369,7 +370,7 @@ def make_datasets(args, cfg, saved_classes=None):
     train = VideoDataset(args.data, train=True, flip=args.flip, scale=(args.min_scale, 1.0), rand_aug=args.rand_aug,
                          reprob=args.reprob, **common)
     val = VideoDataset(args.val, train=False, **common)
-    test = VideoDataset(args.val, train=False, test_clips=args.test_clips, test_crops=args.test_crops, **common)
+    test = views_dataset(args.val, cfg, args)
     labels = [label for _, label in train.samples + val.samples]
     if min(labels) < 0:
         raise ValueError(f"{args.data} / {args.val}: fine-tuning needs labels (a 'path label' list or a folder "
