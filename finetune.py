@@ -32,11 +32,11 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from classifier import VideoClassifier, encode_views, evaluate, labelled_subset, left_out_text, load_encoder, \
     mean_and_error, probe, topk_accuracy
-from convert import load_checkpoint_file, read_classifier, read_pretrained
+from weights.convert import load_checkpoint_file, read_classifier, read_pretrained
 from data import VideoDataset, load_samples, video_length
 from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, \
     make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
-from synthetic import make_synthetic
+from demo.synthetic import make_synthetic
 
 # ----------------------------------------------------------------------------- defaults
 # name: (default, help). argparse is generated from this table; `python finetune.py --help` prints it.

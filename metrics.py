@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from data import VideoDataset, clip_indices, decode_frames, eval_crops, read_list, video_length
-from synthetic import load_boxes
+from demo.synthetic import load_boxes
 from tokenizer import patchify
 
 # ----------------------------------------------------------------------------- foreground enrichment

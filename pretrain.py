@@ -20,13 +20,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from adamae import AdaMAE, AdaMAEConfig
-from convert import load_checkpoint_file
+from weights.convert import load_checkpoint_file
 from data import VideoDataset
 from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, \
     make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, train_step
-from figures import save_figure
+from pictures.figures import save_figure
 from metrics import describe_sampler, load_probe_clips, measure_sampler
-from synthetic import DEMO_SET, make_synthetic
+from demo.synthetic import DEMO_SET, make_synthetic
 
 # ----------------------------------------------------------------------------- defaults
 # name: (default, help). argparse is generated from this table; `python pretrain.py --help` prints it.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic import make_synthetic, write_video
+from demo.synthetic import make_synthetic, write_video
 
 # Tiny test models on a 2-core machine: intra-op threads only spin against each other.
 torch.set_num_threads(1)

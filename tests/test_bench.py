@@ -10,7 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import bench
+from tools import bench
 from adamae import AdaMAE, AdaMAEConfig
 from engine import amp_setup, make_optimizer, train_step
 

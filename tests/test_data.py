@@ -13,7 +13,7 @@ from data import (VideoDataset, VideoError, _as_float, _pick_frames, _resize, cl
                   dense_indices, eval_crops, find_videos, load_samples, random_resized_crop_box, read_frames,
                   read_list, scale_frames, segment_indices, spatial_offsets, temporal_starts, to_rgb,
                   train_transform, video_length)
-from synthetic import BACKGROUNDS, draw_video, load_boxes, make_synthetic, write_video
+from demo.synthetic import BACKGROUNDS, draw_video, load_boxes, make_synthetic, write_video
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)

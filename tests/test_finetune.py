@@ -15,11 +15,11 @@ import classifier
 import finetune
 from adamae import AdaMAE, AdaMAEConfig
 from classifier import VideoClassifier, average_views, evaluate, load_encoder, topk_accuracy
-from convert import read_classifier, read_pretrained, reference_to_classifier
+from weights.convert import read_classifier, read_pretrained, reference_to_classifier
 from data import VideoDataset
 from engine import gather_rows, save_checkpoint
 from finetune import cutmix_box, make_optimizer, mix_batch
-from synthetic import write_video
+from demo.synthetic import write_video
 from test_convert import random_state_dict, reference_block, reference_block_shapes, sinusoid, \
     write_reference_pretrain
 from test_pretrain import free_port, losses_by_step, read_log

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
-from convert import load_checkpoint_file
+from weights.convert import load_checkpoint_file
 from sampler import MASK_TYPES, AdaptiveTokenSampler, sample_without_replacement, visible_count, BASELINE_MASKS
 from tokenizer import Tokenizer, patchify, sinusoid_table, unpatchify
 from vit import Attention

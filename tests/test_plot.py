@@ -5,8 +5,8 @@ import math
 import av
 import numpy as np
 
-import figures
-import plot
+from pictures import figures
+from pictures import plot
 
 
 def test_nice_ticks_cover_the_range_with_round_steps():

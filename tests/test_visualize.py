@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import figures as V
-import visualize
+from pictures import figures as V
+from tools import visualize
 from adamae import AdaMAE, AdaMAEConfig, gather_tokens, split_indices
-from synthetic import write_video
+from demo.synthetic import write_video
 from sampler import MASK_TYPES
 from test_convert import random_state_dict, reference_shapes
 from test_model import small_cfg, video_for

@@ -6,9 +6,9 @@ settings change) that measures the sampler every `--eval_every` steps on 16 held
 foreground enrichment (share of P on the moving object / share of its tokens, 1 = random masking)
 and the motion correlation (Spearman of P against per-token frame-difference energy, 0 = random).
 
-    python study.py                                  # every curve, 540 steps each (the demo's budget)
-    python study.py --curves flat,texture --steps 2000 --out_dir runs/study_long
-    python study.py --plot_only                      # redraw from the finished runs
+    python -m demo.study                                  # every curve, 540 steps each (the demo's budget)
+    python -m demo.study --curves flat,texture --steps 2000 --out_dir runs/study_long
+    python -m demo.study --plot_only                      # redraw from the finished runs
 
 Writes out_dir/NAME/ (the runs), and docs/study.json (curves), docs/study.csv (one row per curve)
 and docs/study.png (enrichment, motion correlation and the MAE's loss L_R against steps). A finished curve (its
@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import plot
+from pictures import plot
 from data import read_list
 from engine import make_parser
-from synthetic import DEMO_SET, make_synthetic
+from demo.synthetic import DEMO_SET, make_synthetic
 
 BATCH = 8  # pretrain.py's default --batch_size, given explicitly
 
@@ -92,7 +92,7 @@ def run_curve(name, args):
         (out_dir / stale).unlink(missing_ok=True)
     wall, cpu = time.time(), cpu_seconds()
     # one thread, one curve per core: run several studies side by side instead
-    subprocess.run([sys.executable, str(Path(__file__).with_name("pretrain.py")), *argv], check=True,
+    subprocess.run([sys.executable, str(Path(__file__).parent.parent / "pretrain.py"), *argv], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     curve = {"name": name, "argv": argv, "command": "python pretrain.py " + " ".join(argv),
              "wall_s": round(time.time() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),

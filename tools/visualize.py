@@ -2,8 +2,8 @@
 from a checkpoint of pretrain.py or the authors' released weights. The pictures are drawn by figures.py
 (what each row shows is written there and in the README).
 
-    python visualize.py --checkpoint runs/pretrain/checkpoint.pt --video clip.mp4
-    python visualize.py --checkpoint runs/pretrain/checkpoint.pt --list runs/pretrain/synthetic/val.csv \
+    python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --video clip.mp4
+    python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --list runs/pretrain/synthetic/val.csv \
         --index 0 --compare random,tube,frame,adaptive
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from adamae import AdaMAE, AdaMAEConfig
-from convert import load_checkpoint_file, load_reference_pretrained
+from weights.convert import load_checkpoint_file, load_reference_pretrained
 from data import VideoDataset
 from engine import make_parser
-from figures import block_name, render, save_blocks
+from pictures.figures import block_name, render, save_blocks
 from sampler import BASELINE_MASKS, MASK_TYPES
 
 # ----------------------------------------------------------------------------- command line

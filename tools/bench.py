@@ -1,10 +1,10 @@
 """Benchmark pre-training cost per masking scheme (paper Table 1a/1b) and the data pipeline.
 
-    python bench.py                                    # tiny preset on CPU, the 10 masking configs: < 2 min
-    python bench.py --preset base --batch 16           # on a GPU: the paper's ViT-B at its Table 1 batch
-    python bench.py --configs adaptive:0.95,tube:0.9   # a subset; --compile, --dtype, --steps, --warmup
-    python bench.py --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
-    python bench.py --json bench.json                  # also write every number as JSON
+    python -m tools.bench                                    # tiny preset on CPU, the 10 masking configs: < 2 min
+    python -m tools.bench --preset base --batch 16           # on a GPU: the paper's ViT-B at its Table 1 batch
+    python -m tools.bench --configs adaptive:0.95,tube:0.9   # a subset; --compile, --dtype, --steps, --warmup
+    python -m tools.bench --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
+    python -m tools.bench --json bench.json                  # also write every number as JSON
 
 Training step: for each (mask type, rho) the real step, `engine.train_step` (forward, L_R + lambda L_S,
 backward, AdamW), with `engine.make_optimizer` and `engine.amp_setup`, on one fixed random batch. It
@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
 from data import VideoDataset, clip_indices, clip_span, decode_frames, video_length
-from synthetic import write_video
+from demo.synthetic import write_video
 from engine import amp_setup, make_optimizer, make_parser, train_step
 from sampler import MASK_TYPES
 
@@ -46,7 +46,7 @@ from sampler import MASK_TYPES
 # Table 1b (adaptive at five ratios), then Table 1a's baselines.
 PAPER_CONFIGS = ("adaptive:0.98,adaptive:0.95,adaptive:0.9,adaptive:0.85,adaptive:0.8,"
                  "tube:0.9,tube:0.75,random:0.9,random:0.75,frame:0.875")
-# name: (default, help). argparse is generated from this table; `python bench.py --help` prints it.
+# name: (default, help). argparse is generated from this table; `python -m tools.bench --help` prints it.
 DEFAULTS = {
     # training step
     "preset": ("tiny", "AdaMAEConfig preset: tiny | base | large"),
