@@ -7,7 +7,7 @@
     V_hat    = Decoder([F_v + pos'[I_v]; f_m + pos'[I_m]])[masked]        (B, N - N_v, t*p*p*C)
     L_R      = mean over masked tokens of the MSE to patch-normalised pixels       Eq. 4
     L_S      = -mean over masked tokens of log P_i * L_R^i (L_R^i detached)        Eq. 5
-    loss     = L_R + sampling_weight * L_S
+    loss     = L_R + sampling_weight * L_S, one backward       (pretrain.train_step)
 
 Parameters of `model.sampler` are theta of Eq. 5; all others are phi. The sampler reads detached
 tokens and the reward L_R^i is detached, so L_S reaches only theta and L_R never reaches theta.
@@ -43,10 +43,10 @@ class AdaMAEConfig:
     decoder_heads: int = 6
     sampler_depth: int = 1
     sampler_heads: int = 8
-    sampler_dropout: float = 0.1  # training only, as the reference's sampler block
+    sampler_dropout: float = 0.1  # in the sampler's block, training only
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
-    # masking: rho = 0.95 adaptive is the paper's best (Table 1b); lambda = 1e-4 as the reference code
+    # masking: rho = 0.95 adaptive is the paper's best (Table 1b); lambda = 1e-4 (docs/fidelity.md)
     mask_ratio: float = 0.95
     mask_type: str = "adaptive"
     sampling_weight: float = 1e-4
@@ -68,17 +68,16 @@ class AdaMAEConfig:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
-    # Fields added after checkpoints were first written, with the value those checkpoints were trained with.
-    LEGACY: ClassVar[dict] = {"sampler_dropout": 0.0}
-
     @classmethod
-    def from_dict(cls, d):
-        """Rebuild from `asdict(cfg)` (e.g. a checkpoint); unknown keys are an error, not ignored. A field
-        the dict lacks takes its LEGACY value (the behaviour of older checkpoints), else the default."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown AdaMAEConfig fields {sorted(unknown)}")
-        return cls(**{**cls.LEGACY, **d})
+    def from_dict(cls, d, source="config"):
+        """Rebuild from `asdict(cfg)` (a checkpoint's "config"); every field must be there, none unknown."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
+        if unknown or missing:
+            raise ValueError(f"{source}: not an AdaMAEConfig of this version (unknown fields {unknown}, missing "
+                             f"{missing}); add each missing field, with the value the model was trained with, to the "
+                             f"checkpoint's 'config' entry and save it again")
+        return cls(**d)
 
     def to_dict(self):
         return asdict(self)
@@ -116,7 +115,6 @@ class AdaMAEConfig:
 
 @dataclass
 class AdaMAEOutput:
-    loss: torch.Tensor             # L_R + sampling_weight * L_S
     recon_loss: torch.Tensor       # Eq. 4
     sampling_loss: torch.Tensor    # Eq. 5 (0 when the sampler did not choose the mask)
     pred: torch.Tensor             # (B, N - N_v, t*p*p*C), masked tokens in ascending index order
@@ -206,16 +204,33 @@ class AdaMAE(nn.Module):
         return x.flatten(2)                                                              # (B, N, t*p*p*C)
 
     def losses(self, video, pred, mask, masked, log_probs):
+        """L_R (Eq. 4) and L_S (Eq. 5).
+
+        L_R is the mean over the batch and the masked tokens of each token's error
+        L_R^i = mean((V_hat_i - V~_i)^2), the MSE the text of Sec. 3.2 asks for.
+
+        L_S trains the sampler (theta) as a policy (REINFORCE, Sec. 3.2): drawing the visible set from P is
+        the action, the MAE is the environment, and the reward is the reconstruction error, because tokens
+        the MAE cannot guess are the ones worth showing it. A draw is not differentiable, but REINFORCE
+        (Eq. 1) estimates the gradient of an expected reward from the action taken: R * d log p(a) / d theta.
+        The reward of token i, its error L_R^i, is observed for the masked tokens, so Eq. 5 (L_S = -E[L_R],
+        "we take logarithm") becomes  L_S = -mean over masked i of  log P_i * L_R^i.  Minimising it raises
+        P_i in proportion to how hard token i was, so hard (moving) regions are drawn visible more often.
+          * log P, not P: R * grad log P is the REINFORCE estimate of the expected reward's gradient.
+          * L_R^i is detached: it is the reward, a number; L_S must not teach the MAE to make errors large.
+          * P comes from detached tokens (`sample`): L_S reaches theta and nothing else, while L_R, which
+            never touches P, reaches phi and nothing else (tests/test_model.py checks both).
+          * the mean, not Eq. 5's sum: the scale is lambda's (`sampling_weight`), and AdamW normalises it.
+        """
         with torch.no_grad():
             target = gather_tokens(self.target(video), masked)                   # (B, N - N_v, t*p*p*C)
         token_error = ((pred.float() - target) ** 2).mean(dim=-1)              # L_R^i, (B, N - N_v)
         recon_loss = token_error.mean()                                          # Eq. 4
-        if log_probs is None:
+        if log_probs is None:  # a baseline mask: no sampler to train
             sampling_loss = recon_loss.new_zeros(())
-        else:  # Eq. 5 as the reference code: mean (not sum) of log P_i * L_R^i over masked tokens
+        else:                                                                    # Eq. 5
             sampling_loss = -(log_probs.gather(1, masked) * token_error.detach()).mean()
-        loss = recon_loss + self.cfg.sampling_weight * sampling_loss
-        return AdaMAEOutput(loss, recon_loss, sampling_loss, pred, mask, log_probs, token_error.detach())
+        return AdaMAEOutput(recon_loss, sampling_loss, pred, mask, log_probs, token_error.detach())
 
 
 def split_indices(mask, num_visible):

@@ -1,12 +1,13 @@
-"""Fine-tuning augmentation as the authors' fine-tuning (VideoMAE's video datasets, which AdaMAE reuses):
-RandAugment "rand-m7-n4-mstd0.5-inc1" and random erasing p = 0.25 in 'pixel' mode, on float tensors
-with torch only. Everything random is drawn ONCE per clip and applied to every frame, as their code
-applies one PIL transform to the list of frames: a clip's motion stays intact.
+"""Fine-tuning augmentation (docs/recipe.md): RandAugment "rand-m7-n4-mstd0.5-inc1" and random erasing
+p = 0.25 in 'pixel' mode on each clip, mixup / cutmix and label smoothing on each batch, on float tensors
+with torch only. Everything random is drawn ONCE per clip and applied to every frame: a clip's motion
+stays intact.
 
   * `parse_rand_augment(spec)`     "rand-m7-n4-mstd0.5-inc1" -> (magnitude, ops per clip, std, op names)
   * `draw_rand_augment(spec)`      one clip's draw: [(op name, argument)], each op kept with prob 0.5
   * `rand_augment(clip, ops)`      apply a draw to a float (T, 3, H, W) clip in [0, 1]
   * `random_erasing(video, p)`     one box, the same on every frame, N(0, 1) noise in it (after normalising)
+  * `mix_batch(video, labels, C)`  mixup or cutmix (a box over H and W on every frame), smoothed soft targets
 
 Magnitudes as timm's RandAugment (m on a 0..10 scale, noise of std `mstd` per op, clipped to [0, 10]):
 rotate up to 30 degrees, shear up to 0.3, translate up to 45% of the side (random sign each), colour /
@@ -245,3 +246,49 @@ def random_erasing(video, probability, generator=None, area=(0.02, 1 / 3), min_a
             video[:, :, top:top + h, left:left + w] = torch.randn(C, T, h, w, generator=generator, dtype=video.dtype)
             return video
     return video
+
+
+# ----------------------------------------------------------------------------- mixup, cutmix, label smoothing
+# On a batch in the training loop (finetune.py): sample i pairs with sample B-1-i; cutmix cuts H and W with the
+# same box on every frame. Randomness comes from torch's global RNG, which the training loop seeds per epoch.
+
+def smooth_one_hot(target, num_classes, smoothing):
+    """(B,) labels -> (B, C) soft targets: 1 - smoothing + smoothing/C on the label, smoothing/C elsewhere."""
+    off = smoothing / num_classes
+    return torch.full((len(target), num_classes), off, device=target.device).scatter_(
+        1, target[:, None], 1.0 - smoothing + off)
+
+
+def cutmix_box(h, w, lam, generator=None):
+    """(top, bottom, left, right) of a box of about (1 - lam) of the h x w frame, its centre uniform,
+    clipped at the border (timm's rand_bbox); the clipped area is what `mix_batch` counts."""
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = (int(torch.randint(n, (), generator=generator)) for n in (h, w))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    return top, bottom, left, right
+
+
+def mix_batch(video, target, num_classes, mixup=0.8, cutmix=1.0, smoothing=0.1):
+    """(B, C, T, H, W) video and (B,) labels -> mixed video and (B, num_classes) soft targets.
+
+    Mixup blends whole clips with weight lam ~ Beta(mixup, mixup); cutmix pastes a box of the partner
+    clip, over H and W on every frame, with lam ~ Beta(cutmix, cutmix) corrected to 1 - pasted area.
+    With both on, each batch uses one of them with probability 0.5."""
+    soft = smooth_one_hot(target, num_classes, smoothing)
+    if mixup <= 0 and cutmix <= 0:
+        return video, soft
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = video.flip(0)
+    if use_cutmix:
+        H, W = video.shape[-2:]
+        top, bottom, left, right = cutmix_box(H, W, lam)
+        video = video.clone()
+        video[..., top:bottom, left:right] = partner[..., top:bottom, left:right]  # all channels and frames
+        lam = 1.0 - (bottom - top) * (right - left) / (H * W)
+    else:
+        video = lam * video + (1.0 - lam) * partner
+    return video, lam * soft + (1.0 - lam) * soft.flip(0)

@@ -7,6 +7,8 @@ evaluation of Tables 2-3, and the frozen encoder's features with a linear probe 
                         unreadable videos left out and named, never replaced
   * `encode_views`      the frozen encoder's mean-pooled features per view, gathered the same way
   * `fit_probe`         a linear classifier on standardised features (MAE's linear probe), L-BFGS
+  * `views_dataset`     a source's videos as their multi-view test views
+  * `frozen_encoder`    the encoder of a classifier, of a pre-training checkpoint, or random weights, frozen
 """
 
 import math
@@ -18,9 +20,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adamae import AdaMAEConfig
+from data import VideoDataset
 from engine import all_reduce, gather_rows
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
+from weights.convert import read_classifier, read_pretrained
 
 # ----------------------------------------------------------------------------- model
 
@@ -214,3 +218,34 @@ def mean_and_error(values):
     """(mean, standard error of the mean) of a list; the error is 0 for a single value."""
     t = torch.tensor(values, dtype=torch.float64)
     return t.mean().item(), (t.std() / math.sqrt(len(t))).item() if len(t) > 1 else 0.0
+
+
+# ----------------------------------------------------------------------------- sources
+
+def views_dataset(source, cfg, stride, sampling, test_clips, test_crops):
+    """Every video of `source` ([(path, label)], a list file or a folder) as its multi-view test views:
+    test_clips x test_crops, clip-major."""
+    return VideoDataset(source, num_frames=cfg.num_frames, stride=stride, img_size=cfg.img_size, train=False,
+                        sampling=sampling, test_clips=test_clips, test_crops=test_crops)
+
+
+def frozen_encoder(device, resume=None, pretrained=None, scratch=False, preset="tiny", seed=0):
+    """(VideoClassifier in eval mode without gradients, where its weights come from): the encoder of a fine-tuned
+    classifier (`resume`), of a pre-training checkpoint (`pretrained`), or random weights drawn with `seed`
+    (`scratch`; the architecture of `pretrained` if given, else `preset`), the baseline that shows what
+    pre-training added. Only the encoder is used: `VideoClassifier.features`."""
+    if scratch:
+        cfg = read_pretrained(pretrained)[0] if pretrained else AdaMAEConfig.preset(preset)
+        torch.manual_seed(seed)
+        model, source = VideoClassifier(cfg, 1), f"random weights (seed {seed})"
+    elif resume:
+        cfg, state, num_classes = read_classifier(resume)
+        model, source = VideoClassifier(cfg, num_classes), f"the encoder of {resume}"
+        model.load_state_dict(state)
+    elif pretrained:
+        cfg, state = read_pretrained(pretrained)
+        model, source = VideoClassifier(cfg, 1), f"the encoder of {pretrained}"
+        load_encoder(model, state)
+    else:
+        raise ValueError("which encoder? --pretrained (pre-training checkpoint), --resume (classifier) or --scratch")
+    return model.to(device).eval().requires_grad_(False), source

@@ -1,27 +1,34 @@
-"""The training machinery `pretrain.py` and `finetune.py` share (as mae's engine and util/misc):
-nothing here is specific to one recipe.
+"""The plumbing `pretrain.py` and `finetune.py` share (as mae's util/misc): nothing here is specific to one
+recipe, and the training step itself lives in each script.
 
-  * options      `make_parser`: argparse from a script's {name: (default, help)} table
+  * options      `make_parser`, `apply_recipe`: argparse from a script's {name: (default, help)} table and its
+                 named recipes
   * processes    `setup_distributed` (torchrun's RANK / LOCAL_RANK), `all_reduce` / `all_gather` /
                  `gather_rows`: every collective, its tensors on the process group's device
   * precision    `amp_setup`: one autocast context and a GradScaler for fp16
-  * optimiser    `make_optimizer` (AdamW groups), `get_lr` (warmup + cosine), `set_lr`
-  * steps        `train_step` (accumulation, no_sync, clipping), `make_loader`, `epoch_micro_batches`
-  * safety       `check_finite` (one stop for every process), `find_resume`, `save_checkpoint`
-                 (atomic), `append_jsonl`
+  * optimiser    `make_optimizer` (AdamW groups), `get_lr` (warmup + cosine), `set_lr`, `sync_gradients`
+                 (DDP's no_sync while accumulating), `clip_gradients`
+  * data         `make_loader`, `Epochs` (epochs of optimizer steps, reseeded for exact resumes)
+  * reporting    `TrainLog`: progress bar and log.jsonl
+  * safety       `check_finite` (one stop for every process), `load_checkpoint_file` (the one safe loader),
+                 `find_resume`, `save_checkpoint` (atomic), `append_jsonl`
 """
 
 import argparse
 import json
 import math
 import os
-import textwrap
+import pickle
+import time
+import warnings
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -32,20 +39,45 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return action.help if "default" in (action.help or "") else super()._get_help_string(action)
 
 
-def make_parser(description, defaults, types, demo=None):
-    """argparse from a {name: (default, help)} table (every script's options); booleans get --name/--no-name.
-    `demo`: the values that replace the defaults when the script runs its demo (no --data), listed in --help."""
-    epilog = None
-    if demo:
-        flags = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}" for k, v in demo.items()]
-        epilog = textwrap.fill("without --data (the demo) these defaults change: " + ", ".join(flags), width=100)
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, epilog=epilog)
-    for key, (value, help) in defaults.items():
+def make_parser(description, options, types, recipes=None):
+    """argparse from a script's {name: (default, help)} table; booleans get --name/--no-name.
+
+    `recipes` names the script's recipes ({name: dataclass}) and adds --recipe: an option that is a field of
+    the recipes has default None in the table and is filled from the chosen recipe by `apply_recipe`; its
+    help lists every recipe's value."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    recipe_fields = {f.name for f in fields(next(iter(recipes.values())))} if recipes else set()
+    if recipes:
+        parser.add_argument("--recipe", choices=list(recipes), default=None,
+                            help=f"named recipe; default: {next(iter(recipes))} with --data, demo without "
+                                 f"(docs/recipe.md)")
+    for key, (value, help) in options.items():
+        if key in recipe_fields:
+            values = ", ".join(f"{name} {getattr(recipe, key)!r}" for name, recipe in recipes.items())
+            help = f"{help} (default: the recipe's: {values})"
         if isinstance(value, bool) or types.get(key) is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value, help=help)
         else:
             parser.add_argument(f"--{key}", type=types.get(key, type(value)), default=value, help=help)
     return parser
+
+
+def apply_recipe(args, recipes, argv_data):
+    """Fill the options the command line left unset from the chosen recipe: --recipe, else the first recipe
+    (the paper's) when --data is given, else "demo". Returns the line a run prints first: the recipe's
+    name and every value it sets, and which values the command line changed."""
+    name = args.recipe or (next(iter(recipes)) if argv_data is not None else "demo")
+    recipe, changed = recipes[name], []
+    for field in fields(recipe):
+        given = getattr(args, field.name)
+        if given is None:
+            setattr(args, field.name, getattr(recipe, field.name))
+        elif given != getattr(recipe, field.name):
+            changed.append(f"{field.name} {given}")
+    args.recipe = name
+    values = ", ".join(f"{f.name} {getattr(recipe, f.name)}" for f in fields(recipe))
+    line = f"recipe {name}: {values}"
+    return line + (f"; changed on the command line: {', '.join(changed)}" if changed else "")
 
 
 # ----------------------------------------------------------------------------- distributed and precision
@@ -133,7 +165,7 @@ def no_weight_decay(name, param):
 def make_optimizer(model, lr, weight_decay, betas, sampler_lr_scale=1.0):
     """AdamW over theta and phi together (the paper trains both with one optimizer), fused (CUDA and the
     CPU both have the kernel). With sampler_lr_scale != 1 the sampler's parameters (theta) get their own
-    groups whose `lr_scale` `set_lr` applies; at 1 the groups are the paper's, so existing checkpoints load."""
+    groups whose `lr_scale` `set_lr` applies; at 1 there are just two groups, decayed or not."""
     def decay_groups(named, **extra):
         return [{"params": [p for n, p in named if not no_weight_decay(n, p)], "weight_decay": weight_decay, **extra},
                 {"params": [p for n, p in named if no_weight_decay(n, p)], "weight_decay": 0.0, **extra}]
@@ -162,31 +194,17 @@ def set_lr(optimizer, lr):
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def mae_loss(model, video):
-    """AdaMAE's objective: (L_R + lambda * L_S, the three numbers to report)."""
-    out = model(video)
-    return out.loss, torch.stack([out.loss, out.recon_loss, out.sampling_loss])
+def sync_gradients(model, now):
+    """The context of one micro-step's backward: DDP all-reduces gradients only when `now` (the last
+    micro-step of an optimizer step); `model.no_sync()` skips the all-reduce on the others."""
+    return model.no_sync() if isinstance(model, DDP) and not now else nullcontext()
 
 
-def train_step(model, micro_batches, optimizer, scaler, autocast, loss_fn=mae_loss, clip_grad=None):
-    """One optimizer step over a list of micro-batches (gradient accumulation); `loss_fn(model, batch)`
-    returns (loss, stats). Returns the mean stats as a device tensor: no host sync here."""
-    stats = []
-    for i, batch in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        # DDP all-reduces gradients only on the last micro-step.
-        with model.no_sync() if isinstance(model, DDP) and not last else nullcontext():
-            with autocast:
-                loss, batch_stats = loss_fn(model, batch)
-            scaler.scale(loss / len(micro_batches)).backward()
-        stats.append(batch_stats.detach().float())
-    if clip_grad:
+def clip_gradients(model, optimizer, scaler, max_norm):
+    """Clip the gradient norm to max_norm (None: no clipping), on unscaled gradients when fp16 scales them."""
+    if max_norm:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return torch.stack(stats).mean(dim=0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
 def make_loader(name, dataset, batch_size, accum_steps, rank, world, seed, num_workers, device):
@@ -204,14 +222,68 @@ def make_loader(name, dataset, batch_size, accum_steps, rank, world, seed, num_w
     return sampler, loader, steps
 
 
-def epoch_micro_batches(loader, sampler, epoch, seed, rank, steps, accum_steps):
-    """One epoch as `steps` lists of `accum_steps` loader batches, reseeded so that resuming at an
-    epoch replays it exactly (data order, augmentation in the main process, masks)."""
-    sampler.set_epoch(epoch)
-    torch.manual_seed(seed + 1000 * epoch + rank)
-    batches = iter(loader)
-    for _ in range(steps):
-        yield [next(batches) for _ in range(accum_steps)]
+class Epochs:
+    """The training data as epochs of optimizer steps: `epoch(e, step)` yields each step's `accum_steps`
+    loader batches, reseeded so that resuming at an epoch replays it exactly (data order, augmentation in
+    the main process, masks). `max_steps` ends training inside an epoch; such an epoch is not `complete`,
+    so it is not checkpointed. `skipped` counts the unreadable videos the dataset replaced in the epoch."""
+
+    def __init__(self, loader, sampler, steps_per_epoch, accum_steps, seed, rank, max_steps=None):
+        self.loader, self.sampler, self.steps_per_epoch, self.accum_steps = loader, sampler, steps_per_epoch, accum_steps
+        self.seed, self.rank, self.max_steps = seed, rank, max_steps
+        self.complete, self.skipped = False, 0
+
+    def epoch(self, epoch, step):
+        steps = self.steps_per_epoch if self.max_steps is None else min(self.steps_per_epoch, self.max_steps - step)
+        self.complete, self.skipped = steps == self.steps_per_epoch, 0
+        self.sampler.set_epoch(epoch)
+        torch.manual_seed(self.seed + 1000 * epoch + self.rank)
+        batches = iter(self.loader)
+        for _ in range(max(steps, 0)):
+            micro = [next(batches) for _ in range(self.accum_steps)]  # each (clips, labels, skipped)
+            self.skipped += sum(int(skipped.sum()) for _, _, skipped in micro)
+            yield micro
+
+
+class TrainLog:
+    """What a run reports as it goes: a progress bar, and every `log_every` optimizer steps (and at the last)
+    one record in out_dir/log.jsonl with the losses, lr and clips/s, on rank 0. The non-finite check runs at
+    the same steps on every process (it is collective): these are the loop's only host-device syncs."""
+
+    def __init__(self, out_dir, total_steps, step, log_every, is_main, show_bar=True):
+        self.out_dir, self.log_every, self.is_main = Path(out_dir), log_every, is_main
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.bar = tqdm(total=total_steps, initial=step, disable=not (is_main and show_bar), dynamic_ncols=True)
+        self.t_start, self.t_log, self.clips = time.time(), time.time(), 0
+
+    def step(self, step, epoch, losses, finite, clips, lr):
+        """After optimizer step `step` of `clips` clips: `losses` {name: device tensor} are read only at log steps."""
+        self.bar.update()
+        self.clips += clips
+        if step % self.log_every == 0 or step == self.bar.total:
+            check_finite(finite, f"by step {step}", self.out_dir / "checkpoint.pt")
+            speed = self.clips / (time.time() - self.t_log)
+            self.t_log, self.clips = time.time(), 0
+            values = {name: value.item() for name, value in losses.items()}
+            self.bar.set_postfix(**{k: f"{v:.4f}" for k, v in values.items()}, lr=f"{lr:.2e}", clips_s=f"{speed:.1f}")
+            self.write({"step": step, "epoch": epoch, **values, "lr": lr, "clips_per_s": speed})
+
+    def write(self, record):
+        if self.is_main:
+            append_jsonl(self.out_dir / "log.jsonl", record)
+
+    def print(self, text):
+        if self.is_main:
+            self.bar.write(text)
+
+    def end_of_epoch(self, epoch, finite, skipped):
+        """Before anything is saved: stop every process on a non-finite loss; the unreadable videos of the
+        epoch summed over all processes, warned about and logged (returned)."""
+        check_finite(finite, f"in epoch {epoch}", self.out_dir / "checkpoint.pt")
+        skipped = int(all_reduce(skipped))
+        if skipped and self.is_main:
+            warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
+        return skipped
 
 
 # ----------------------------------------------------------------------------- safety: non-finite stop, resume, checkpoints
@@ -226,6 +298,22 @@ def check_finite(finite, when, ckpt_path):
         raise FloatingPointError(
             f"non-finite loss {when} in {bad} of {world} process(es); stopped without saving: {ckpt_path} is the "
             f"last good state. Resume from it, e.g. with --clip_grad 1.0 or --dtype bf16 (README: Troubleshooting)")
+
+
+def load_checkpoint_file(path):
+    """torch.load(path) on the CPU with weights_only=True: tensors, plain containers and values,
+    and argparse.Namespace only. Returns whatever the file holds (usually a dict)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"})
+        raise ValueError(
+            f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds objects other than "
+            f"tensors, plain containers and argparse.Namespace ({', '.join(refused) or e}). Unpickling such "
+            f"objects can run arbitrary code; if you trust the file, re-save just its tensors.") from e
+    except (RuntimeError, EOFError) as e:  # a truncated or corrupt file (e.g. a copy cut short)
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
 
 
 def find_resume(explicit, ckpt_path):

@@ -1,127 +1,158 @@
-"""Pre-train AdaMAE (paper Sec. 3.2 and 4; the recipe of Sec. 4 and the authors' code).
+"""Pre-train AdaMAE (paper Sec. 3.2 and 4).
 
-    python pretrain.py                      # the embedded demo: synthetic videos, tiny preset, CPU, ~3 min
-    torchrun --nproc_per_node=8 pretrain.py --data k400_train.csv --preset base     # the paper's recipe
+    python pretrain.py                                        # recipe demo: generated videos, tiny model, CPU, ~3 min
+    torchrun --nproc_per_node=8 pretrain.py --data k400.csv   # recipe paper: ViT-B, rho 0.95, 32 clips/GPU, 800 epochs
 
-One script for CPU, one GPU and N GPUs: DDP only when torchrun sets RANK. Each step draws the visible
-tokens from the sampler, trains the MAE on L_R (Eq. 4) and the sampler on L_S (Eq. 5) with one backward.
-On the synthetic demo it also measures how much of the sampler's probability lands on the moving
-object ("foreground enrichment", the paper's Fig. 3-4 claim as a number; 1.0 = random masking).
+One script for CPU, one GPU and N GPUs: DDP only when torchrun sets RANK. Each optimizer step draws the
+visible tokens from the sampler, and one backward of L_R + lambda * L_S trains the MAE on Eq. 4 and the
+sampler on Eq. 5 (`train_step`). On the demo's generated videos it also measures how much of the sampler's
+probability lands on the moving object ("foreground enrichment", 1.0 = random masking; paper Fig. 3-4).
 """
 
-import time
 import warnings
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from adamae import AdaMAE, AdaMAEConfig
-from weights.convert import load_checkpoint_file
 from data import VideoDataset
-from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, \
-    make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, train_step
-from pictures.figures import save_figure
+from demo.synthetic import pretraining_demo
+from engine import Epochs, TrainLog, amp_setup, append_jsonl, apply_recipe, clip_gradients, find_resume, get_lr, \
+    load_checkpoint_file, make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, \
+    sync_gradients
 from metrics import describe_sampler, load_probe_clips, measure_sampler
-from demo.synthetic import DEMO_SET, make_synthetic
+from pictures.figures import save_figure
 
-# ----------------------------------------------------------------------------- defaults
-# name: (default, help). argparse is generated from this table; `python pretrain.py --help` prints it.
-DEFAULTS = {
+
+# ----------------------------------------------------------------------------- recipes
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a pre-training recipe decides; docs/recipe.md has the table (a test keeps them equal)."""
+    preset: str            # AdaMAEConfig preset: the model and the clip (frames, size, tubelets)
+    mask_ratio: float      # rho
+    batch_size: int        # clips per process per micro-step
+    epochs: int
+    warmup_epochs: int
+    base_lr: float         # lr = base_lr * effective batch / 256
+    min_lr: float
+    weight_decay: float
+    beta2: float
+    stride: int            # frames between sampled frames
+    eval_every: int        # steps between measurements of the sampler
+    vis_every: int         # steps between pictures
+
+
+RECIPES = {
+    # Sec. 4 "Pre-training setting": ViT-B, 800 epochs of AdamW, 32 clips per GPU on 8 GPUs, K400's stride 4.
+    "paper": Recipe(preset="base", mask_ratio=0.95, batch_size=32, epochs=800, warmup_epochs=40, base_lr=1.5e-4,
+                    min_lr=1e-5, weight_decay=0.05, beta2=0.95, stride=4, eval_every=200, vis_every=500),
+    # What 2 CPU cores train in about 3 minutes: the tiny preset on 144 generated videos, 540 steps; a higher lr
+    # because 540 steps at the paper's lr would barely move the weights (docs/recipe.md).
+    "demo": Recipe(preset="tiny", mask_ratio=0.95, batch_size=8, epochs=30, warmup_epochs=2, base_lr=0.03,
+                   min_lr=3e-4, weight_decay=0.05, beta2=0.95, stride=4, eval_every=100, vis_every=250),
+}
+
+# ----------------------------------------------------------------------------- options
+# name: (default, help); None for the recipe's values. argparse is generated from this table.
+OPTIONS = {
     # data
-    "data": (None, "VideoMAE list file ('path label' per line) or a folder of videos; none = the synthetic demo"),
-    "stride": (4, "temporal stride between sampled frames (K400: 4; SSv2 in the reference: 2)"),
-    "repeat_aug": (1, "clips cut from each decoded video (SpatioTemporal-MAE's repeated augmentation)"),
+    "data": (None, "VideoMAE list file ('path label' per line) or a folder of videos; none: the demo's generated set"),
+    "stride": (None, "temporal stride between sampled frames (K400: 4; SSv2: 2)"),
+    "repeat_aug": (1, "clips cut from each decoded video (repeated augmentation: one decode, several clips)"),
     "num_workers": (2, "DataLoader processes per GPU"),
     "decode": ("fast", "fast: crop and scale in FFmpeg | exact: full-resolution RGB, crop and resize in torch"),
     "synthetic_background": ("flat", "without --data: the generated videos' background, "
-                                     "flat | gradient | texture | texture_object (synthetic.draw_video)"),
-    "probe_videos": (8, "real data: the sampler's motion correlation is measured on the first N videos of --data "
-                        "(synthetic data: its 16 held-out clips)"),
+                                     "flat | gradient | texture | texture_object (demo/synthetic.py)"),
+    "probe_videos": (8, "with --data: the sampler's motion correlation is measured on the first N videos"),
     # model
-    "preset": ("tiny", "AdaMAEConfig preset: tiny | small | base | large | huge"),
+    "preset": (None, "AdaMAEConfig preset: tiny | small | base | large | huge"),
     "mask_type": ("adaptive", "adaptive | random | tube | frame (Table 1a)"),
-    "mask_ratio": (None, "rho; default: the preset's (0.95)"),
-    "sampling_weight": (None, "lambda on L_S; default: the preset's (1e-4)"),
-    "sampler_dropout": (None, "dropout in the sampler's block while training; default: the preset's (0.1, as the "
-                              "reference); runs saved before this option existed had 0"),
-    "patch_size": (None, "spatial patch p; default: the preset's (tiny 8, base/large 16)"),
+    "mask_ratio": (None, "rho, the share of tokens hidden from the encoder"),
+    "sampling_weight": (None, "lambda, the weight of L_S (Eq. 5) in the loss; default: AdaMAEConfig's (1e-4)"),
+    "sampler_dropout": (None, "dropout in the sampler's block while training; default: AdaMAEConfig's (0.1)"),
+    "patch_size": (None, "spatial patch p; default: the preset's (tiny 8, others 16)"),
     "encoder_dim": (None, "encoder width (heads unchanged); default: the preset's"),
-    # optimisation (paper Sec. 4; README: The recipe)
-    "batch_size": (8, "videos per process per micro-step"),
+    # optimisation
+    "batch_size": (None, "clips per process per micro-step"),
     "accum_steps": (1, "micro-steps per optimizer step (gradient accumulation)"),
-    "epochs": (800, "training epochs"),
-    "warmup_epochs": (40, "linear warmup, then cosine to min_lr"),
-    "base_lr": (1.5e-4, "lr = base_lr * effective_batch / 256"),
-    "min_lr": (1e-5, "final lr, scaled like the lr"),
-    "sampler_lr_scale": (1.0, "the sampler's lr relative to the MAE's (1 = the paper's single optimizer)"),
-    "weight_decay": (0.05, "AdamW weight decay (none on biases, norms, position embeddings, mask token)"),
+    "epochs": (None, "training epochs"),
+    "warmup_epochs": (None, "linear warmup, then cosine to min_lr"),
+    "base_lr": (None, "lr = base_lr * effective_batch / 256"),
+    "min_lr": (None, "final lr, scaled like the lr"),
+    "sampler_lr_scale": (1.0, "the sampler's lr relative to the MAE's (1 = one optimizer for both, as the paper)"),
+    "weight_decay": (None, "AdamW weight decay (none on biases, norms, position embeddings, mask token)"),
     "beta1": (0.9, "AdamW beta1"),
-    "beta2": (0.95, "AdamW beta2"),
+    "beta2": (None, "AdamW beta2"),
     "clip_grad": (None, "max gradient norm; default: no clipping"),
     # system
     "dtype": (None, "bf16 | fp16 | fp32; default: bf16 on CUDA when supported, else fp32"),
     "compile": (False, "torch.compile the model"),
     "seed": (0, "random seed (each rank and epoch derives its own)"),
-    "out_dir": ("runs/pretrain", "checkpoint.pt, log.jsonl, vis/ and (without --data) the synthetic set"),
+    "out_dir": ("runs/pretrain", "checkpoint.pt, log.jsonl, vis/ and (without --data) the generated set"),
     "resume": (None, "checkpoint to resume from; default: out_dir/checkpoint.pt when it exists"),
     "log_every": (20, "optimizer steps between log lines (the only host-device syncs of the loop)"),
     "save_every": (1, "epochs between checkpoints"),
-    "eval_every": (200, "steps between measurements of the sampler: motion correlation (any data) "
-                        "and foreground enrichment (synthetic data)"),
-    "vis_every": (500, "steps between pictures of a fixed held-out clip; 0 = never"),
+    "eval_every": (None, "steps between measurements of the sampler: motion correlation (any data) and "
+                         "foreground enrichment (the demo's set); 0 = never"),
+    "vis_every": (None, "steps between pictures of a fixed held-out clip; 0 = never"),
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "mask_ratio": float, "sampling_weight": float, "sampler_dropout": float, "clip_grad": float,
-         "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int}
-# The embedded demo (no --data): what a 2-core laptop trains in about 3 minutes on the synthetic set.
-DEMO = dict(epochs=30, warmup_epochs=2, base_lr=0.03, min_lr=3e-4, num_workers=1, eval_every=100, vis_every=250)
-DEMO_TEXT = "the tiny preset on generated videos, " + ", ".join(f"{k} {v}" for k, v in DEMO.items())
+TYPES = {"data": str, "stride": int, "preset": str, "mask_ratio": float, "batch_size": int, "epochs": int,
+         "warmup_epochs": int, "base_lr": float, "min_lr": float, "weight_decay": float, "beta2": float,
+         "clip_grad": float, "sampling_weight": float, "sampler_dropout": float, "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int,
+         "eval_every": int, "vis_every": int}
 
 
 def get_args(argv=None):
-    parser = make_parser(__doc__, DEFAULTS, TYPES, DEMO)
-    if parser.parse_known_args(argv)[0].data is None:
-        parser.set_defaults(**DEMO)  # the demo recipe, unless a value is given on the command line
-    return parser.parse_args(argv)
+    """(args, the recipe line a run prints first)."""
+    args = make_parser(__doc__, OPTIONS, TYPES, RECIPES).parse_args(argv)
+    return args, apply_recipe(args, RECIPES, args.data)
 
 
 def model_config(args):
     overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout",
-                                               "patch_size", "encoder_dim")
-                 if getattr(args, k) is not None}
+                                               "patch_size", "encoder_dim") if getattr(args, k) is not None}
     return AdaMAEConfig.preset(args.preset, **overrides)
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- the step
 
-def load_checkpoint(path, model, optimizer=None, scaler=None):
-    """Restore a pre-training checkpoint (weights_only: never unpickles arbitrary objects). Returns it."""
-    ckpt = load_checkpoint_file(path)
-    saved = AdaMAEConfig.from_dict(ckpt["config"])
-    if saved != model.cfg:
-        changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
-                   if getattr(saved, f.name) != getattr(model.cfg, f.name)}
-        raise ValueError(f"{path} was written for another model config (saved, now): {changed}; give the saved "
-                         f"values as options (e.g. --sampler_dropout 0) or use another --out_dir")
-    model.load_state_dict(ckpt["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    if scaler is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-    return ckpt
+def train_step(model, micro_batches, optimizer, scaler, autocast, clip_grad=None):
+    """One optimizer step over `micro_batches` (gradient accumulation); the mean loss terms, on the device."""
+    cfg, stats = unwrap(model).cfg, []
+    for i, video in enumerate(micro_batches):
+        with sync_gradients(model, now=i == len(micro_batches) - 1):  # DDP all-reduces on the last only
+            with autocast:
+                out = model(video)                                           # Fig. 2, adamae.py
+                loss = out.recon_loss + cfg.sampling_weight * out.sampling_loss  # L_R + lambda * L_S
+            scaler.scale(loss / len(micro_batches)).backward()  # L_R reaches phi only, L_S theta only
+        stats.append(torch.stack([loss, out.recon_loss, out.sampling_loss]).detach().float())
+    clip_gradients(model, optimizer, scaler, clip_grad)
+    scaler.step(optimizer)  # skipped by the GradScaler when fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.stack(stats).mean(dim=0)  # (loss, L_R, L_S)
+
+
+def unwrap(model):
+    """The AdaMAE inside DDP and torch.compile wrappers."""
+    model = model.module if isinstance(model, DDP) else model
+    return getattr(model, "_orig_mod", model)
 
 
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
-    args = get_args(argv)
+    args, recipe_line = get_args(argv)
     rank, world, device = setup_distributed()
     is_main = rank == 0
-    synthetic_root = make_demo_data(args, rank, world) if args.data is None else None
+    if is_main:
+        print(recipe_line)
+    demo_root = None if args.data else pretraining_demo(args.out_dir, args.synthetic_background, rank, world)
+    args.data = args.data or str(demo_root / "train.csv")
     torch.manual_seed(args.seed + rank)
 
     cfg = model_config(args)
@@ -138,56 +169,59 @@ def main(argv=None):
 
     ckpt_path = Path(args.out_dir) / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
-    step, start_epoch = 0, 0
-    if resume:
-        ckpt = load_checkpoint(resume, model, optimizer, scaler)
-        step, start_epoch = ckpt["step"], ckpt["epoch"] + 1
+    step, start_epoch = load_checkpoint(resume, model, optimizer, scaler) if resume else (0, 0)
     compiled = torch.compile(model) if args.compile else model
     ddp_model = DDP(compiled) if world > 1 else compiled
     if is_main:
         print_setup(args, model, dataset, world, device, steps_per_epoch, effective_batch, lr, min_lr)
         if resume:
             print(f"resumed from {resume} at step {step}, epoch {start_epoch}")
-    report = Report(args, model, dataset, synthetic_root, device, total_steps, step, is_main)
+    log = TrainLog(args.out_dir, total_steps, step, args.log_every, is_main)
+    probe = SamplerProbe(args, model, dataset, demo_root, device, log) if is_main else None
+    if probe and step == 0:
+        probe.measure(step, "before training")
 
-    finite = torch.ones((), dtype=torch.bool, device=device)  # checked (on all ranks) by report and at epoch ends
+    epochs = Epochs(loader, data_sampler, steps_per_epoch, args.accum_steps, args.seed, rank, args.max_steps)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # checked on every rank at log steps and epoch ends
     for epoch in range(start_epoch, args.epochs):
-        if args.max_steps is not None and step >= args.max_steps:
-            break
-        skipped = 0  # unreadable videos replaced in this epoch, on this process
-        for batches in epoch_micro_batches(loader, data_sampler, epoch, args.seed, rank, steps_per_epoch,
-                                           args.accum_steps):
-            if args.max_steps is not None and step >= args.max_steps:
-                break  # inside an epoch: its partial progress is not checkpointed
-            skipped += sum(int(bad.sum()) for _, _, bad in batches)
+        for batches in epochs.epoch(epoch, step):
             micro = [(video.flatten(0, 1) if args.repeat_aug > 1 else video).to(device, non_blocking=True)
-                     for video, _, _ in batches]  # (B*R, 3, T, H, W) with repeated augmentation
+                     for video, _, _ in batches]  # (B, 3, T, H, W); B * repeat_aug with repeated augmentation
             set_lr(optimizer, get_lr(step, total_steps, warmup_steps, lr, min_lr))
-            stats = train_step(ddp_model, micro, optimizer, scaler, autocast, clip_grad=args.clip_grad)
-            finite &= torch.isfinite(stats).all()
+            loss, recon, samp = train_step(ddp_model, micro, optimizer, scaler, autocast, args.clip_grad)
+            finite &= torch.isfinite(loss)
             step += 1
-            report(step, epoch, stats, finite, sum(len(v) for v in micro) * world, optimizer.param_groups[0]["lr"])
-        else:  # the epoch ran to its end: every rank checks, then rank 0 saves
-            report.end_of_epoch(epoch, finite, skipped)
-            if is_main and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
-                save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
-    report.close(step, ckpt_path)
+            log.step(step, epoch, {"loss": loss, "recon_loss": recon, "sampling_loss": samp}, finite,
+                     sum(len(v) for v in micro) * world, optimizer.param_groups[0]["lr"])
+            if probe:
+                probe.after(step)
+        if not epochs.complete:
+            break  # --max_steps ended the run inside this epoch: its partial progress is not checkpointed
+        log.write({"epoch": epoch, "skipped_videos": log.end_of_epoch(epoch, finite, epochs.skipped)})
+        if is_main and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
+            save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
+    log.bar.close()
+    if probe:
+        probe.measure(step, "final")
+        print(f"checkpoint: {ckpt_path}")
     if world > 1:
         dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
         dist.destroy_process_group()
 
 
-def make_demo_data(args, rank, world):
-    """Without --data: the synthetic set (written by rank 0, the others wait) becomes --data."""
-    root = Path(args.out_dir) / "synthetic"
-    if rank == 0:
-        print(f"demo recipe (no --data): {DEMO_TEXT}; the paper's recipe: --data LIST --preset base "
-              f"(README: The recipe)")
-        make_synthetic(root, seed=0, background=args.synthetic_background, **DEMO_SET)
-    if world > 1:
-        dist.barrier()
-    args.data = str(root / "train.csv")
-    return root
+def load_checkpoint(path, model, optimizer, scaler):
+    """Restore a pre-training checkpoint into model, optimizer and scaler; (step, next epoch)."""
+    ckpt = load_checkpoint_file(path)
+    saved = AdaMAEConfig.from_dict(ckpt["config"], path)
+    if saved != model.cfg:
+        changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
+                   if getattr(saved, f.name) != getattr(model.cfg, f.name)}
+        raise ValueError(f"{path} was written for another model config (saved, now): {changed}; give the saved "
+                         f"values as options or use another --out_dir")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["step"], ckpt["epoch"] + 1
 
 
 def print_setup(args, model, dataset, world, device, steps_per_epoch, effective_batch, lr, min_lr):
@@ -204,76 +238,41 @@ def print_setup(args, model, dataset, world, device, steps_per_epoch, effective_
           f"sampler {n_sampler / 1e6:.2f}M, MAE {(n_all - n_sampler) / 1e6:.2f}M")
 
 
-class Report:
-    """What a run reports as it goes: log lines (log.jsonl and the progress bar) every log_every steps, the
-    sampler's measurements (metrics.py) every eval_every, pictures of a fixed clip every vis_every, the
-    count of unreadable videos per epoch. Files and measurements on rank 0; the non-finite checks, which
-    are collective, on every rank."""
+class SamplerProbe:
+    """What the sampler has learned, on fixed clips (rank 0): every eval_every steps the measurements of
+    metrics.py (foreground enrichment on the demo's held-out clips, motion correlation on any data), and
+    every vis_every steps the paper's Fig. 4 for one clip in out_dir/vis/."""
 
-    def __init__(self, args, model, dataset, synthetic_root, device, total_steps, step, is_main):
-        self.args, self.model, self.device, self.is_main = args, model, device, is_main
-        self.out_dir = Path(args.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.probe = (load_probe_clips(synthetic_root, dataset.samples, model.cfg, args.stride, args.probe_videos)
-                      if is_main else None)
-        self.vis_clip = self.probe[0][:1] if self.probe else None  # (1, 3, T, H, W), the same all run long
-        if self.probe is not None and step == 0:
-            print(f"before training: {self.measure(step)}")
-        self.bar = tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True)
-        self.t_log, self.clips = time.time(), 0
+    def __init__(self, args, model, dataset, demo_root, device, log):
+        self.args, self.model, self.device, self.log = args, model, device, log
+        self.clips = load_probe_clips(demo_root, dataset.samples, model.cfg, args.stride, args.probe_videos)
+        if self.clips is None:
+            warnings.warn(f"none of the first {args.probe_videos} videos of {args.data} is readable: "
+                          f"no measurements of the sampler and no pictures")
 
-    def __call__(self, step, epoch, stats, finite, clips, lr):
-        """After optimizer step `step`, whose (loss, L_R, L_S) are `stats` (a device tensor: read only here)."""
-        args = self.args
-        self.bar.update()
-        self.clips += clips
-        if step % args.log_every == 0 or step == self.bar.total:
-            check_finite(finite, f"by step {step}", self.out_dir / "checkpoint.pt")
-            self.log(step, epoch, stats.tolist(), lr)
-        if self.probe is not None and args.eval_every and step % args.eval_every == 0:
-            self.bar.write(f"step {step}: {self.measure(step)}")
-        if self.vis_clip is not None and args.vis_every and step % args.vis_every == 0:
+    def after(self, step):
+        if self.clips and self.args.eval_every and step % self.args.eval_every == 0:
+            self.measure(step, f"step {step}")
+        if self.clips and self.args.vis_every and step % self.args.vis_every == 0:
             self.picture(f"step{step:07d}.png")
 
-    def log(self, step, epoch, stats, lr):
-        loss, recon, samp = stats
-        speed = self.clips / (time.time() - self.t_log)
-        self.t_log, self.clips = time.time(), 0
-        self.bar.set_postfix(loss=f"{loss:.4f}", recon=f"{recon:.4f}", samp=f"{samp:.3f}", lr=f"{lr:.2e}",
-                             clips_s=f"{speed:.1f}")
-        if self.is_main:
-            append_jsonl(self.out_dir / "log.jsonl", {"step": step, "epoch": epoch, "loss": loss, "recon_loss": recon,
-                                                      "sampling_loss": samp, "lr": lr, "clips_per_s": speed})
-
-    def end_of_epoch(self, epoch, finite, skipped):
-        """Before anything is saved: stop every rank on a non-finite loss; count unreadable videos on all."""
-        check_finite(finite, f"in epoch {epoch}", self.out_dir / "checkpoint.pt")
-        skipped = int(all_reduce(skipped))
-        if self.is_main:
-            if skipped:
-                warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
-            append_jsonl(self.out_dir / "log.jsonl", {"epoch": epoch, "skipped_videos": skipped})
-
-    def measure(self, step):
-        record = measure_sampler(self.model, self.probe, self.device)
-        append_jsonl(self.out_dir / "log.jsonl", {"step": step, **record})
-        return describe_sampler(record)
+    def measure(self, step, when):
+        if self.clips is None:
+            return
+        record = measure_sampler(self.model, self.clips, self.device)
+        append_jsonl(Path(self.args.out_dir) / "log.jsonl", {"step": step, **record})
+        if when == "final":
+            kind = "held-out" if self.clips[1] is not None else "fixed"
+            self.log.print(f"final: {describe_sampler(record)} (random masking: enrichment 1.00, motion correlation "
+                           f"0) on {len(self.clips[0])} {kind} clips")
+            self.picture("final.png")
+        else:
+            self.log.print(f"{when}: {describe_sampler(record)}")
 
     def picture(self, name):
         self.model.eval()
-        save_figure(self.model, self.vis_clip.to(self.device), self.out_dir / "vis" / name)
+        save_figure(self.model, self.clips[0][:1].to(self.device), Path(self.args.out_dir) / "vis" / name)
         self.model.train()
-
-    def close(self, step, ckpt_path):
-        self.bar.close()
-        if self.probe is not None:
-            kind = "held-out" if self.probe[1] is not None else "fixed"
-            print(f"final: {self.measure(step)} (random masking: enrichment 1.00, motion correlation 0) on "
-                  f"{len(self.probe[0])} {kind} clips")
-        if self.vis_clip is not None:
-            self.picture("final.png")
-        if self.is_main:
-            print(f"checkpoint: {ckpt_path}")
 
 
 if __name__ == "__main__":

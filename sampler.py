@@ -53,8 +53,8 @@ class AdaptiveTokenSampler(nn.Module):
     def __init__(self, num_tokens, dim, num_heads, depth=1, mlp_ratio=4.0, dropout=0.1):
         super().__init__()
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        # No qkv bias and LayerNorm eps 1e-5: the reference's sampler block, so its weights load as they are;
-        # dropout (training only) on its attention projection and MLP output, as there.
+        # No qkv bias and LayerNorm eps 1e-5, so the authors' released sampler loads as it is (docs/fidelity.md);
+        # dropout (training only) on its attention projection and MLP output.
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_ratio, qkv_bias=False, norm_eps=1e-5, drop=dropout) for _ in range(depth))
         self.head = nn.Linear(dim, 1)
@@ -72,9 +72,14 @@ class AdaptiveTokenSampler(nn.Module):
 def sample_without_replacement(log_probs, k):
     """k distinct indices per row from Categorical(exp(log_probs)), sorted ascending: (B, k).
 
-    Gumbel-top-k: the k largest of log P_i + Gumbel noise are distributed exactly as k successive
-    draws without replacement (the paper's "draw without replacement"). Unlike torch.multinomial it
-    never fails when probabilities underflow to 0, and it runs on the device without syncs."""
+    The paper draws the N_v visible tokens from P without replacement. Gumbel-top-k does that in one
+    parallel step: add independent Gumbel noise g_i = -log(-log u_i) to every log P_i and keep the k largest.
+    Why it is the same: the argmax of log P_i + g_i is token i with probability exactly P_i (the Gumbel-max
+    trick), and given that winner, the remaining perturbed values are still independent Gumbels around
+    their log P_j, so the runner-up is distributed as a draw from P renormalised without the winner, and so
+    on: the top k are k successive draws without replacement (tests/test_model.py compares the frequencies
+    with torch.multinomial's). Unlike torch.multinomial it never fails when probabilities underflow to 0,
+    and it runs on the device without a host sync."""
     u = torch.rand(log_probs.shape, device=log_probs.device).clamp_min(1e-20)
     gumbel = -torch.log(-torch.log(u))
     return (log_probs.float() + gumbel).topk(k, dim=-1).indices.sort(dim=-1).values

@@ -53,14 +53,14 @@ def unpatchify(tokens, grid, patch_size, tubelet_size, in_chans=3):
 
 @functools.lru_cache(maxsize=16)
 def sinusoid_table(num_tokens, dim, device=None, dtype=torch.float32):
-    """Fixed (num_tokens, dim) table over the flattened token index, as in the reference code
-    (the paper calls it "3D periodic"): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j.
+    """Fixed (num_tokens, dim) table over the flattened token index (time slowest), the table the released
+    weights were trained with (the paper calls it "3D periodic"; docs/fidelity.md): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j.
     A cached constant per device, not a parameter or buffer: nothing to save, nothing for DDP to sync.
     Computed in float64 and cast to `dtype` at the end."""
     pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
     j = torch.arange(dim, dtype=torch.float64)
-    # float64 throughout, as the reference's numpy table: with the exponent in float32 the entries of
-    # late tokens were off by up to 5.5e-5 at 1568 x 384 (the ViT-B reconstruction then by 2e-5).
+    # float64 throughout: with the exponent in float32 the entries of late tokens are off by up to 5.5e-5
+    # at 1568 x 384, enough to move a released ViT-B's reconstruction by 2e-5.
     angle = pos / torch.pow(10000.0, 2 * torch.floor(j / 2) / dim)
     table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
     return table.to(device=device, dtype=dtype)

@@ -5,6 +5,7 @@ object's box in every frame, so that the sampler's foreground enrichment can be 
   * `draw_video`       one video: a square, disc or triangle moving right/left/down/up (the label) at a
                        constant speed over a flat, gradient or textured background (`BACKGROUNDS`)
   * `make_synthetic`   the whole set: videos, train/val lists in VideoMAE's format, boxes.json
+  * `pretraining_demo`, `labelled_demo`   the demos' sets under a run's out_dir
 """
 
 import json
@@ -12,11 +13,15 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch.distributed as dist
 
 DIRECTIONS = ("right", "left", "down", "up")  # labels: index = direction of motion
 # The pre-training demo's set (pretrain.py, study.py): 144 train / 16 held-out videos; a clip of 16 frames
 # at stride 4 spans 61 of the 64 frames.
 DEMO_SET = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)
+# The fine-tuning demo's labelled set (finetune.py, tools/probe.py): 280 train / 120 val videos, label = direction
+# of motion; another seed than pre-training's, so the classifier is tested on videos pre-training never saw.
+LABELLED_SET = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3)
 
 
 def write_video(path, frames, fps=25, options=None):
@@ -157,6 +162,27 @@ def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, 
     paths["boxes"].write_text(json.dumps(boxes))
     paths["params"].write_text(json.dumps(params))  # last: an interrupted run regenerates
     return paths
+
+
+def pretraining_demo(out_dir, background="flat", rank=0, world=1):
+    """The pre-training demo's set in out_dir/synthetic, written by rank 0 while the others wait: its root."""
+    root = Path(out_dir) / "synthetic"
+    if rank == 0:
+        make_synthetic(root, seed=0, background=background, **DEMO_SET)
+    if world > 1:
+        dist.barrier()
+    return root
+
+
+def labelled_demo(out_dir, rank=0, world=1):
+    """The fine-tuning demo's labelled set in out_dir/synthetic, written by rank 0 while the others wait:
+    (train list, val list)."""
+    root = Path(out_dir) / "synthetic"
+    if rank == 0:
+        make_synthetic(root, **LABELLED_SET)
+    if world > 1:
+        dist.barrier()
+    return str(root / "train.csv"), str(root / "val.csv")
 
 
 def load_boxes(root):

@@ -137,9 +137,9 @@ def test_random_erasing_cuts_the_same_box_from_every_frame(frames):
 
 
 def test_finetuning_defaults_and_switches(synthetic_root):
-    args = finetune.get_args(["--data", "a.csv"])
+    args = finetune.get_args(["--data", "a.csv"])[0]
     assert (args.min_scale, args.rand_aug, args.reprob) == (0.08, RAND_AUG, 0.25)
-    off = finetune.get_args(["--data", "a.csv", "--rand_aug", "", "--reprob", "0", "--min_scale", "0.5"])
+    off = finetune.get_args(["--data", "a.csv", "--rand_aug", "", "--reprob", "0", "--min_scale", "0.5"])[0]
     assert (off.min_scale, off.rand_aug, off.reprob) == (0.5, "", 0.0)
     dataset = VideoDataset(synthetic_root / "train.csv", num_frames=8, stride=2, img_size=32, scale=(0.08, 1.0),
                            rand_aug=RAND_AUG, reprob=0.25)

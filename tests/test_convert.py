@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig
-from weights.convert import load_checkpoint_file, load_reference_pretrained, read_classifier, read_pretrained, \
+from engine import load_checkpoint_file
+from weights.convert import load_reference_pretrained, read_classifier, read_pretrained, \
     reference_to_adamae, reference_to_classifier
 from sampler import random_mask
 from test_model import small_cfg, video_for

@@ -18,7 +18,10 @@ from classifier import VideoClassifier, average_views, evaluate, load_encoder, t
 from weights.convert import read_classifier, read_pretrained, reference_to_classifier
 from data import VideoDataset
 from engine import gather_rows, save_checkpoint
-from finetune import cutmix_box, make_optimizer, mix_batch
+from augment import cutmix_box, mix_batch
+from data import load_samples
+from finetune import make_optimizer
+from tools import features, predict, probe
 from demo.synthetic import write_video
 from test_convert import random_state_dict, reference_block, reference_block_shapes, sinusoid, \
     write_reference_pretrain
@@ -40,7 +43,7 @@ def pretrained_path(tmp_path_factory):
     opt = torch.optim.AdamW(model.parameters())
     path = tmp_path_factory.mktemp("pretrain") / "checkpoint.pt"
     save_checkpoint(path, model, opt, torch.amp.GradScaler("cpu", enabled=False), 10, 0, model.cfg,
-                    finetune.get_args([]))
+                    finetune.get_args([])[0])
     return path
 
 
@@ -211,7 +214,7 @@ def test_read_classifier_takes_the_authors_finetuned_file_and_ours(tmp_path):
     ours = VideoClassifier(small_config(), num_classes=3)
     opt = torch.optim.AdamW(ours.parameters())
     save_checkpoint(tmp_path / "best.pt", ours, opt, torch.amp.GradScaler("cpu", enabled=False), 4, 1,
-                    ours.cfg, finetune.get_args([]), best_val_top1=0.5)
+                    ours.cfg, finetune.get_args([])[0], best_val_top1=0.5)
     cfg, state, num_classes = read_classifier(tmp_path / "best.pt")
     assert cfg == small_config() and num_classes == 3 and state.keys() == ours.state_dict().keys()
     with pytest.raises(ValueError, match="best.pt: a fine-tuned classifier"):
@@ -219,10 +222,11 @@ def test_read_classifier_takes_the_authors_finetuned_file_and_ours(tmp_path):
 
 
 def test_flip_defaults_follow_the_labels():
-    assert finetune.get_args([]).flip is False  # the demo's labels are directions
-    assert finetune.get_args(["--data", "a.csv"]).flip is True
-    assert finetune.get_args(["--data", "a.csv", "--sampling", "segment"]).flip is False
-    assert finetune.get_args(["--data", "a.csv", "--no-flip"]).flip is False
+    assert finetune.get_args([])[0].flip is False  # the demo's labels are directions
+    assert finetune.get_args(["--data", "a.csv"])[0].flip is True
+    ssv2 = finetune.get_args(["--data", "a.csv", "--recipe", "ssv2"])[0]  # labels such as "left to right"
+    assert ssv2.flip is False and ssv2.sampling == "segment"
+    assert finetune.get_args(["--data", "a.csv", "--no-flip"])[0].flip is False
 
 
 # ----------------------------------------------------------------------------- real steps and resume
@@ -268,7 +272,7 @@ def test_the_authors_files_go_straight_into_finetuning_and_evaluation(synthetic_
         assert "multi-view test (1 clips x 1 crops, 4 videos)" in printed
     write_reference_classifier(tmp_path / "finetuned.pth", tiny, num_classes=6)
     result = finetune.main([*common, "--eval", "--resume", str(tmp_path / "finetuned.pth"),
-                            "--out_dir", str(tmp_path / "eval")])["pretrained"]
+                            "--out_dir", str(tmp_path / "eval")])["eval"]
     printed = capsys.readouterr().out
     assert "6 classes" in printed and result["k"] == 5 and 0 <= result["top1"] <= 1
 
@@ -377,7 +381,7 @@ def encoder_args(*extra):
 
 def test_probe_of_random_features_separates_two_colours(two_colours, pretrained_path, capsys):
     train, val = two_colours
-    results = finetune.main(["--probe", "--data", str(train), "--val", str(val), "--pretrained", str(pretrained_path),
+    results = probe.main(["--data", str(train), "--val", str(val), "--pretrained", str(pretrained_path),
                              "--compare", "--probe_per_class", "2", "--probe_seeds", "2", *encoder_args()])
     assert sorted(results) == ["pretrained", "random init"]  # the small pre-trained model is random too
     for arm, runs in results.items():
@@ -419,15 +423,15 @@ def video_features(pretrained_path, video):
 
 
 def test_features_rows_follow_the_list_and_per_clip_keeps_every_view(synthetic_root, pretrained_path, tmp_path):
-    listed = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")]
+    listed = [path for path, _ in load_samples(synthetic_root / "val.csv")]
     out = tmp_path / "feats.npy"
-    finetune.main(["--features", str(out), "--data", str(synthetic_root / "val.csv"),
+    features.main([str(out), "--data", str(synthetic_root / "val.csv"),
                    "--pretrained", str(pretrained_path), *encoder_args()])
     feats = np.load(out)
     assert feats.shape == (len(listed), 32) and out.with_suffix(".txt").read_text().splitlines() == listed
     for row, video in zip(feats, listed):
         np.testing.assert_allclose(row, video_features(pretrained_path, video).mean(dim=0).numpy(), atol=1e-5)
-    finetune.main(["--features", str(tmp_path / "views"), "--per_clip", "--data", listed[1],
+    features.main([str(tmp_path / "views"), "--per_clip", "--data", listed[1],
                    "--pretrained", str(pretrained_path), *encoder_args()])
     views = np.load(tmp_path / "views.npy")
     assert views.shape == (1, 2, 32) and (tmp_path / "views.txt").read_text() == f"{listed[1]}\n"
@@ -435,7 +439,7 @@ def test_features_rows_follow_the_list_and_per_clip_keeps_every_view(synthetic_r
     (tmp_path / "broken.mp4").write_bytes(b"")  # unreadable: its row is NaN, not another video's features
     mixed = write_list(tmp_path / "mixed.csv", [(listed[0], 0), (tmp_path / "broken.mp4", 0), (listed[1], 0)])
     with pytest.warns(UserWarning, match="broken.mp4"):
-        finetune.main(["--features", str(tmp_path / "mixed.npy"), "--data", str(mixed),
+        features.main([str(tmp_path / "mixed.npy"), "--data", str(mixed),
                        "--pretrained", str(pretrained_path), *encoder_args()])
     rows = np.load(tmp_path / "mixed.npy")
     assert np.isnan(rows[1]).all() and not np.isnan(rows[[0, 2]]).any()
@@ -446,9 +450,9 @@ def features_worker(rank, world, port, videos, pretrained_path, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    args = finetune.get_args(["--data", "x", "--pretrained", pretrained_path, *encoder_args()])
-    model, _ = finetune.frozen_encoder(args, torch.device("cpu"))
-    dataset = finetune.views_dataset([(v, i) for i, v in enumerate(videos)], model.cfg, args)
+    model, _ = classifier.frozen_encoder(torch.device("cpu"), pretrained=pretrained_path)
+    dataset = classifier.views_dataset([(v, i) for i, v in enumerate(videos)], model.cfg, stride=1, sampling="dense",
+                                       test_clips=2, test_crops=1)
     feats, labels = classifier.encode_views(model, dataset, torch.device("cpu"), torch.autocast("cpu", enabled=False),
                                           batch_size=1, rank=rank, world=world)
     torch.save({"feats": feats, "labels": labels}, os.path.join(out_dir, f"feats{rank}.pt"))
@@ -457,7 +461,7 @@ def features_worker(rank, world, port, videos, pretrained_path, out_dir):
 
 
 def test_features_of_three_processes_come_back_in_list_order(synthetic_root, pretrained_path, tmp_path):
-    videos = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")][:2]  # rank 2 gets no video
+    videos = [path for path, _ in load_samples(synthetic_root / "val.csv")][:2]  # rank 2 gets no video
     mp.spawn(features_worker, args=(3, free_port(), videos, str(pretrained_path), str(tmp_path)), nprocs=3)
     expected = torch.stack([video_features(pretrained_path, v) for v in videos])  # (2, 2 views, D)
     for rank in range(3):
@@ -475,16 +479,16 @@ def classifier_path(tmp_path_factory):
     opt = make_optimizer(model, 1e-3, 0.05, 0.75)
     path = tmp_path_factory.mktemp("classifier") / "best.pt"
     save_checkpoint(path, model, opt, torch.amp.GradScaler("cpu", enabled=False), 1, 0, model.cfg,
-                    finetune.get_args([]), best_val_top1=0.5)
+                    finetune.get_args([])[0], best_val_top1=0.5)
     return path
 
 
 def test_predict_prints_the_top5_of_the_multiview_test(synthetic_root, classifier_path, pretrained_path, tmp_path,
                                                       capsys):
-    video = finetune.load_samples(synthetic_root / "val.csv")[0][0]
+    video = load_samples(synthetic_root / "val.csv")[0][0]
     names = tmp_path / "names.txt"
     names.write_text("".join(f"class {c}\n" for c in "abcdefg"))
-    ranked = finetune.main(["--predict", video, "--resume", str(classifier_path), "--classes", str(names),
+    ranked = predict.main([video, "--resume", str(classifier_path), "--classes", str(names),
                             "--test_clips", "2", "--test_crops", "3", "--stride", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{video}: 2 clips x 3 crops, softmax averaged" and len(lines) == 6
@@ -502,9 +506,9 @@ def test_predict_prints_the_top5_of_the_multiview_test(synthetic_root, classifie
         assert line == f"{100 * p:6.2f}%  class {'abcdefg'[c]}" and name == f"class {'abcdefg'[c]}"
     names.write_text("a\nb\n")
     with pytest.raises(ValueError, match="2 class names for a classifier of 7 classes"):
-        finetune.main(["--predict", video, "--resume", str(classifier_path), "--classes", str(names)])
+        predict.main([video, "--resume", str(classifier_path), "--classes", str(names)])
     with pytest.raises(ValueError, match="a pre-training file"):
-        finetune.main(["--predict", video, "--resume", str(pretrained_path)])  # a pre-training checkpoint
+        predict.main([video, "--resume", str(pretrained_path)])  # a pre-training checkpoint
 
 
 def reference_features(sd, cfg, video, prefix=""):
@@ -521,9 +525,9 @@ def reference_features(sd, cfg, video, prefix=""):
 def test_features_probe_and_predict_take_the_authors_files(synthetic_root, two_colours, tmp_path, capsys):
     tiny = AdaMAEConfig.preset("tiny")
     pretrain_sd = write_reference_pretrain(tmp_path / "adamae.pth", tiny)
-    videos = [path for path, _ in finetune.load_samples(synthetic_root / "val.csv")][:2]
+    videos = [path for path, _ in load_samples(synthetic_root / "val.csv")][:2]
     data = write_list(tmp_path / "two.csv", [(v, 0) for v in videos])
-    finetune.main(["--features", str(tmp_path / "feats"), "--data", str(data), "--pretrained",
+    features.main([str(tmp_path / "feats"), "--data", str(data), "--pretrained",
                    str(tmp_path / "adamae.pth"), *encoder_args()])
     views = [VideoDataset([(v, 0)], tiny.num_frames, stride=1, img_size=tiny.img_size, train=False,
                           test_clips=2)[0][0] for v in videos]
@@ -531,14 +535,14 @@ def test_features_probe_and_predict_take_the_authors_files(synthetic_root, two_c
     np.testing.assert_allclose(np.load(tmp_path / "feats.npy"), expected.numpy(), rtol=1e-4, atol=1e-4)
 
     train, val = two_colours
-    results = finetune.main(["--probe", "--data", str(train), "--val", str(val), "--pretrained",
+    results = probe.main(["--data", str(train), "--val", str(val), "--pretrained",
                              str(tmp_path / "adamae.pth"), "--probe_per_class", "2", "--probe_seeds", "1",
                              *encoder_args()])
     assert [r["top1"] for r in results["pretrained"]] == [1.0]
 
     classifier_sd = write_reference_classifier(tmp_path / "k400_finetuned.pth", tiny, num_classes=5)
     capsys.readouterr()
-    ranked = finetune.main(["--predict", videos[0], "--resume", str(tmp_path / "k400_finetuned.pth"),
+    ranked = predict.main([videos[0], "--resume", str(tmp_path / "k400_finetuned.pth"),
                             "--test_clips", "2", "--test_crops", "1", "--stride", "1"])
     logits = reference_features(classifier_sd, tiny, views[0])
     logits = F.linear(F.layer_norm(logits, logits.shape[-1:], classifier_sd["fc_norm.weight"],

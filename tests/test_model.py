@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
-from weights.convert import load_checkpoint_file
+import pretrain
+from engine import load_checkpoint_file
 from sampler import MASK_TYPES, AdaptiveTokenSampler, sample_without_replacement, visible_count, BASELINE_MASKS
 from tokenizer import Tokenizer, patchify, sinusoid_table, unpatchify
 from vit import Attention
@@ -160,7 +161,7 @@ def test_sampling_under_bf16_autocast():
     torch.testing.assert_close(out.log_probs.exp().sum(dim=1), torch.ones(4))
     visible, _ = split_indices(out.mask, cfg.num_visible)
     check_distinct_sorted_in_range(visible, cfg.num_tokens)
-    assert torch.isfinite(out.loss)
+    assert torch.isfinite(out.recon_loss) and torch.isfinite(out.sampling_loss)
 
 
 def test_draws_follow_successive_sampling_without_replacement():
@@ -246,7 +247,17 @@ def test_losses_match_a_direct_computation():
     errors, log_p = torch.stack(errors), torch.stack(log_p)
     torch.testing.assert_close(out.recon_loss, errors.mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.sampling_loss, -(log_p * errors.detach()).mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.loss, out.recon_loss + cfg.sampling_weight * out.sampling_loss)
+    # the step back-propagates L_R + lambda * L_S and reports the three (pretrain.train_step)
+    torch.manual_seed(0)
+    step_model = AdaMAE(cfg).eval()  # no sampler dropout: the same P for the same weights and draw
+    torch.manual_seed(1)
+    loss, recon, samp = pretrain.train_step(step_model, [video], torch.optim.SGD(step_model.parameters(), lr=0.0),
+                                            torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        again = step_model(video)
+    torch.testing.assert_close(loss, again.recon_loss + cfg.sampling_weight * again.sampling_loss)
+    torch.testing.assert_close(torch.stack([recon, samp]), torch.stack([again.recon_loss, again.sampling_loss]))
 
 
 def test_given_mask_bypasses_the_sampler():
@@ -280,7 +291,7 @@ def test_every_mask_type_trains_through_the_same_step():
         for _ in range(15):
             out = model(video)
             opt.zero_grad()
-            out.loss.backward()
+            (out.recon_loss + cfg.sampling_weight * out.sampling_loss).backward()
             opt.step()
             losses.append(out.recon_loss.item())
         assert all(math.isfinite(x) for x in losses)
@@ -353,13 +364,16 @@ def test_sampler_dropout_is_the_references_and_only_in_training():
     torch.testing.assert_close(no_dropout.sampler(tokens), model.sampler(tokens))
 
 
-def test_config_round_trips_through_a_checkpoint_and_old_ones_still_load(tmp_path):
+def test_config_round_trips_through_a_checkpoint_and_a_field_missing_is_named(tmp_path):
     cfg = small_cfg(sampler_dropout=0.2, mask_type="adaptive")
     torch.save({"config": cfg.to_dict()}, tmp_path / "ckpt.pt")
     assert AdaMAEConfig.from_dict(load_checkpoint_file(tmp_path / "ckpt.pt")["config"]) == cfg
-    # a checkpoint written before the field existed was trained without sampler dropout, and loads so
+    # a config without a field (or with one this version lacks) is refused, naming it and the way out
     old = {k: v for k, v in cfg.to_dict().items() if k != "sampler_dropout"}
-    assert AdaMAEConfig.from_dict(old) == small_cfg(sampler_dropout=0.0, mask_type="adaptive")
+    with pytest.raises(ValueError, match=r"old.pt: .*missing \['sampler_dropout'\]\); add each missing field"):
+        AdaMAEConfig.from_dict(old, "old.pt")
+    with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
+        AdaMAEConfig.from_dict({**cfg.to_dict(), "colour": 1})
     with pytest.raises(ValueError, match="sampler_dropout"):
         small_cfg(sampler_dropout=1.0)
 

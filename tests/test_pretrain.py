@@ -14,14 +14,16 @@ import torch.multiprocessing as mp
 import pretrain
 from test_model import small_cfg
 from adamae import AdaMAE, AdaMAEConfig
-from engine import amp_setup, get_lr, make_optimizer, set_lr, train_step
+from engine import amp_setup, get_lr, make_optimizer, set_lr
+from pretrain import train_step
 from metrics import average_ranks, foreground_enrichment, foreground_tokens, load_enrichment_clips, \
     motion_correlation, motion_energy, spearman
 
 
 def run_args(root, out_dir, *extra):
-    """Tiny preset on the 4 training videos of the shared synthetic set: 2 steps of 2 clips per epoch."""
-    return ["--data", str(root / "train.csv"), "--out_dir", str(out_dir), "--batch_size", "2", "--stride", "2",
+    """The demo's recipe (tiny preset) on the 4 training videos of the shared synthetic set: 2 steps of 2 clips
+    per epoch."""
+    return ["--recipe", "demo", "--data", str(root / "train.csv"), "--out_dir", str(out_dir), "--batch_size", "2", "--stride", "2",
             "--num_workers", "0", "--epochs", "2", "--warmup_epochs", "1", "--base_lr", "0.05", "--log_every", "1",
             "--eval_every", "0", "--vis_every", "0", *extra]
 
@@ -103,16 +105,39 @@ def test_resume_refuses_a_checkpoint_of_another_model(synthetic_root, tmp_path):
 
 
 @pytest.mark.parametrize("script, epochs, demo_epochs", [("pretrain", 800, 30), ("finetune", 100, 5)])
-def test_help_shows_every_default(script, epochs, demo_epochs, capsys):
+def test_help_shows_every_default_and_every_recipe_value(script, epochs, demo_epochs, capsys):
     module = __import__(script)
     with pytest.raises(SystemExit):
         module.get_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
-    assert f"training epochs (default: {epochs})" in text or f"(K400: 100; SSv2: 50) (default: {epochs})" in text
-    assert "AdamW weight decay" in text and "(default: 0.05)" in text
-    assert f"--epochs {demo_epochs}" in text  # the demo's own values are listed too
+    assert f"training epochs (default: the recipe's: paper {epochs}" in text and f"demo {demo_epochs})" in text
+    assert "AdamW weight decay" in text and "paper 0.05" in text
     options = text.split("options:")[1]
-    assert options.count("default") >= len(module.DEFAULTS)  # every option states its default, one way or another
+    assert options.count("default") >= len(module.OPTIONS)  # every option states its default, one way or another
+
+
+def test_data_alone_selects_the_paper_recipe_and_says_so(synthetic_root, tmp_path, monkeypatch, capsys):
+    """`torchrun pretrain.py --data LIST` trains ViT-B at rho 0.95, 32 clips per GPU, 800 epochs, and prints
+    every value of the recipe on its first line; no --data is the demo, named the same way."""
+    args, line = pretrain.get_args(["--data", "k400.csv"])
+    assert args.recipe == "paper" and (args.preset, args.mask_ratio, args.batch_size, args.epochs) == ("base", 0.95, 32, 800)
+    assert (args.warmup_epochs, args.base_lr, args.min_lr, args.beta2) == (40, 1.5e-4, 1e-5, 0.95)
+    assert line.startswith("recipe paper: preset base, mask_ratio 0.95, batch_size 32, epochs 800, warmup_epochs 40")
+    assert "changed" not in line
+    args, line = pretrain.get_args(["--data", "k400.csv", "--batch_size", "16"])
+    assert args.batch_size == 16 and line.endswith("changed on the command line: batch_size 16")
+    args, line = pretrain.get_args([])
+    assert args.recipe == "demo" and args.preset == "tiny" and line.startswith("recipe demo: preset tiny")
+    # the paper's recipe really runs: its first printed line, the ViT-B sizes (no step: max_steps 0)
+    list_file = tmp_path / "k400.csv"
+    list_file.write_text("".join(f"{synthetic_root / l}\n" for l in (synthetic_root / "train.csv").read_text().splitlines()))
+    many = tmp_path / "many.csv"
+    many.write_text(list_file.read_text() * 8)  # 32 videos: one full batch of the recipe
+    pretrain.main(["--data", str(many), "--out_dir", str(tmp_path / "run"), "--max_steps", "0", "--num_workers", "0",
+                   "--probe_videos", "0"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("recipe paper: preset base, mask_ratio 0.95, batch_size 32, epochs 800")
+    assert any("tokens: 1568 = (8, 14, 14), visible 78, masked 1490" in p for p in printed)
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -218,6 +243,7 @@ class FixedMask(torch.nn.Module):
     def __init__(self, model, mask):
         super().__init__()
         self.model, self.mask = model, mask
+        self.cfg = model.cfg  # what the step reads lambda from
 
     def forward(self, video):
         return self.model(video, mask=self.mask)

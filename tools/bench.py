@@ -6,8 +6,8 @@
     python -m tools.bench --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
     python -m tools.bench --json bench.json                  # also write every number as JSON
 
-Training step: for each (mask type, rho) the real step, `engine.train_step` (forward, L_R + lambda L_S,
-backward, AdamW), with `engine.make_optimizer` and `engine.amp_setup`, on one fixed random batch. It
+Training step: for each (mask type, rho) the step of pretrain.py (forward, L_R + lambda L_S, backward,
+AdamW), with `engine.make_optimizer` and `engine.amp_setup`, on one fixed random batch. It
 reports the median step time after warm-up, clips/s, peak memory, achieved TFLOP/s and MFU from the
 analytic count `train_flops`, the share of the step spent in each stage, and any host-device syncs.
 On CPU each configuration runs in a fresh process, so its peak RSS is its own.
@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from adamae import AdaMAE, AdaMAEConfig, split_indices
 from data import VideoDataset, clip_indices, clip_span, decode_frames, video_length
 from demo.synthetic import write_video
-from engine import amp_setup, make_optimizer, make_parser, train_step
+from engine import amp_setup, make_optimizer, make_parser
 from sampler import MASK_TYPES
 
 # ----------------------------------------------------------------------------- defaults
@@ -239,7 +239,7 @@ def stage_seconds(model, video, autocast, device, repeats):
         "sampler": lambda: model.sample(tokens)[0],  # sampler network and the draw (a baseline: its mask)
         "encoder": lambda: model.encode(leaf(tokens), visible),
         "decoder": lambda: model.decode(leaf(latent), visible, masked),
-        "loss": lambda: model.losses(video, leaf(pred), mask, masked, leaf(log_probs)).loss,
+        "loss": lambda: total_loss(model, model.losses(video, leaf(pred), mask, masked, leaf(log_probs))),
     }
 
     def forward_backward(stage):
@@ -254,6 +254,21 @@ def stage_seconds(model, video, autocast, device, repeats):
             seconds[name].append(timed(lambda: forward_backward(stage), device))
     model.zero_grad(set_to_none=True)
     return {name: statistics.median(s[1:]) for name, s in seconds.items()}
+
+
+def total_loss(model, out):
+    """L_R + lambda * L_S, the loss pretrain.py's step back-propagates."""
+    return out.recon_loss + model.cfg.sampling_weight * out.sampling_loss
+
+
+def training_step(model, video, optimizer, scaler, autocast):
+    """pretrain.py's step for one micro-batch without clipping: forward, loss, backward, AdamW."""
+    with autocast:
+        loss = total_loss(model, model(video))
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def measure_config(args, mask_type, mask_ratio):
@@ -274,7 +289,7 @@ def measure_config(args, mask_type, mask_ratio):
     video = torch.randn(args.batch, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size, device=device)
 
     def step(m=step_model):  # the benchmarked (maybe compiled) model; step(model) runs the eager one
-        train_step(m, [video], optimizer, scaler, autocast)
+        training_step(m, video, optimizer, scaler, autocast)
 
     for _ in range(args.warmup):
         step()

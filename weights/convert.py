@@ -1,8 +1,6 @@
-"""Checkpoints from disk: the project's one safe loader, and the authors' (and VideoMAE's) released weights.
+"""Checkpoints in other layouts: the authors' (and VideoMAE's) released weights in this project's names.
+Every file is opened by `engine.load_checkpoint_file`, the project's one safe loader.
 
-  * `load_checkpoint_file`        torch.load with weights_only=True; allows exactly argparse.Namespace
-                                  (the `args` entry of the authors' checkpoints) besides tensors and
-                                  plain containers; anything else is refused with a clear message
   * `reference_to_adamae`         authors' pre-training keys (VideoMAE fork) -> `adamae.AdaMAE` keys
   * `load_reference_pretrained`   a released pre-training checkpoint -> `AdaMAE`, loaded strictly
   * `reference_to_classifier`     fine-tuned VideoMAE/AdaMAE classifier keys -> our classifier keys
@@ -18,7 +16,6 @@ logit of a query row, which softmax cancels, so zeros reproduce the reference ex
 
 import argparse
 import os
-import pickle
 import re
 import warnings
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 import torch
 
 from adamae import AdaMAE, AdaMAEConfig
+from engine import load_checkpoint_file
 
 # (reference prefix, our prefix), first match wins. The sampler is the reference's
 # `encoder.get_token_probs` = Sequential(Block, Linear, Flatten) plus `encoder.pos_embed_probs`.
@@ -55,22 +53,6 @@ CLASSIFIER_PREFIXES = [
 # Reference `args` fields that fix the shape or masking of the model -> AdaMAEConfig fields.
 REFERENCE_ARGS = {"mask_ratio": "mask_ratio", "decoder_depth": "decoder_depth",
                   "num_frames": "num_frames", "input_size": "img_size"}
-
-
-def load_checkpoint_file(path):
-    """torch.load(path) on the CPU with weights_only=True: tensors, plain containers and values,
-    and argparse.Namespace only. Returns whatever the file holds (usually a dict)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"})
-        raise ValueError(
-            f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds objects other than "
-            f"tensors, plain containers and argparse.Namespace ({', '.join(refused) or e}). Unpickling such "
-            f"objects can run arbitrary code; if you trust the file, re-save just its tensors.") from e
-    except (RuntimeError, EOFError) as e:  # a truncated or corrupt file (e.g. a copy cut short)
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
 
 
 def state_dict_of(checkpoint):
