@@ -174,13 +174,11 @@ def main(argv=None):
     ddp_model = DDP(compiled) if world > 1 else compiled
     if is_main:
         print_setup(args, model, dataset, world, device, steps_per_epoch, effective_batch, lr, min_lr)
-        if resume:
-            print(f"resumed from {resume} at step {step}, epoch {start_epoch}")
+        print(f"resumed from {resume} at step {step}, epoch {start_epoch}" if resume else "starting from step 0")
     log = TrainLog(args.out_dir, total_steps, step, args.log_every, is_main)
     probe = SamplerProbe(args, model, dataset, demo_root, device, log) if is_main else None
     if probe and step == 0:
         probe.measure(step, "before training")
-
     epochs = Epochs(loader, data_sampler, steps_per_epoch, args.accum_steps, args.seed, rank, args.max_steps)
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked on every rank at log steps and epoch ends
     for epoch in range(start_epoch, args.epochs):

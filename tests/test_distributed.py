@@ -18,9 +18,9 @@ import pretrain
 from data import VideoDataset
 from classifier import VideoClassifier, evaluate
 from test_finetune import NumberedViews, ReadNumber, small_config
+from test_layout import PROJECT, project_files
 from test_pretrain import free_port, read_log, run_args
 
-PROJECT = Path(engine.__file__).parent
 COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "broadcast",
                "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter",
                "all_to_all", "all_to_all_single"}
@@ -31,7 +31,7 @@ def test_every_collective_goes_through_the_device_helpers():
     torch.distributed's collectives except `all_reduce` / `all_gather`, which move tensors first."""
     helpers = {(inspect.getsourcefile(f), f.__name__) for f in (engine.all_reduce, engine.all_gather)}
     direct = []
-    for path in sorted(PROJECT.glob("*.py")):
+    for path in project_files():
         tree = ast.parse(path.read_text())
         for function in ast.walk(tree):
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -40,7 +40,7 @@ def test_every_collective_goes_through_the_device_helpers():
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in
                         COLLECTIVES and isinstance(node.func.value, ast.Name) and node.func.value.id == "dist"
                         and (str(path), function.name) not in helpers):
-                    direct.append(f"{path.name}:{node.lineno} in {function.name}")
+                    direct.append(f"{path.relative_to(PROJECT)}:{node.lineno} in {function.name}")
     assert not direct, f"collectives outside engine.all_reduce/all_gather: {direct}"
 
 

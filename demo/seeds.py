@@ -1,0 +1,108 @@
+"""The demos over several seeds, as the results doc reports them (docs/results.md).
+
+    python -m demo.seeds                         # seeds 0, 1, 2: python pretrain.py, then python finetune.py
+    python -m demo.seeds --stages pretrain       # the pre-training demo only
+
+Each run is the README's own command plus `--seed S --out_dir runs/seeds/S/...`, run as a process with the
+threads torch picks; its numbers are read back from the run's log.jsonl. Writes docs/results/demo.json (every
+run: command, commit, wall and CPU seconds, the final numbers) and docs/results/demo_STAGE.csv (one row per run).
+A run whose folder already records the same command is not run again.
+"""
+
+import csv
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import make_parser
+
+OPTIONS = {
+    "seeds": ("0,1,2", "comma-separated seeds"),
+    "stages": ("pretrain,finetune", "pretrain (python pretrain.py) and/or finetune (python finetune.py on the "
+                                    "pre-training demo of the same seed)"),
+    "out_dir": ("runs/seeds", "one folder per seed"),
+    "docs": ("docs/results", "where demo.json and demo.csv go"),
+}
+
+
+def commit():
+    """The checked-out commit, with '+changes' when the tree differs from it; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_log(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def pretrain_numbers(out_dir):
+    """The final measurement of the sampler (the last one logged) and the last L_R."""
+    records = read_log(out_dir / "log.jsonl")
+    final = [r for r in records if "enrichment" in r][-1]
+    return {"steps": final["step"], "enrichment": final["enrichment"], "enrichment_visible": final["enrichment_visible"],
+            "motion_correlation": final["motion_correlation"],
+            "recon_loss": [r["recon_loss"] for r in records if "recon_loss" in r][-1]}
+
+
+def finetune_numbers(out_dir):
+    """Each arm's multi-view test top-1 and its best single-view validation top-1."""
+    numbers = {}
+    for arm in ("pretrained", "scratch"):
+        test = [r for r in read_log(out_dir / arm / "log.jsonl") if "test" in r][-1]
+        numbers[f"{arm}_top1"], numbers[f"{arm}_best_val_top1"] = test["top1"], test["best_val_top1"]
+        train = [r for r in read_log(out_dir / arm / "log.jsonl") if "train_top1" in r]
+        if train:
+            numbers[f"{arm}_train_top1"] = train[-1]["train_top1"]
+    return numbers
+
+
+def run(stage, seed, root):
+    """One demo run (skipped when its folder records the same command): {command, commit, seconds, numbers}."""
+    pretrain_dir, finetune_dir = root / str(seed) / "pretrain", root / str(seed) / "finetune"
+    argv = {"pretrain": ["pretrain.py", "--seed", str(seed), "--out_dir", str(pretrain_dir)],
+            "finetune": ["finetune.py", "--seed", str(seed), "--out_dir", str(finetune_dir),
+                         "--pretrained", str(pretrain_dir / "checkpoint.pt")]}[stage]
+    record_path = (pretrain_dir if stage == "pretrain" else finetune_dir) / "seed_run.json"
+    command = "python " + " ".join(argv)
+    if record_path.is_file() and json.loads(record_path.read_text())["command"] == command:
+        return json.loads(record_path.read_text())
+    wall, cpu = time.time(), children_cpu_seconds()
+    subprocess.run([sys.executable, *argv], check=True)
+    numbers = pretrain_numbers(pretrain_dir) if stage == "pretrain" else finetune_numbers(finetune_dir)
+    record = {"stage": stage, "seed": seed, "command": command, "commit": commit(),
+              "wall_s": round(time.time() - wall, 1), "cpu_s": round(children_cpu_seconds() - cpu, 1), **numbers}
+    record_path.write_text(json.dumps(record))
+    return record
+
+
+def main(argv=None):
+    args = make_parser(__doc__, OPTIONS, {}).parse_args(argv)
+    seeds, stages = [int(s) for s in args.seeds.split(",")], [s.strip() for s in args.stages.split(",")]
+    records = [run(stage, seed, Path(args.out_dir)) for seed in seeds for stage in stages]
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "demo.json").write_text(json.dumps(records, indent=1))
+    for stage in stages:
+        rows = [r for r in records if r["stage"] == stage]
+        with open(docs / f"demo_{stage}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    for r in records:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
