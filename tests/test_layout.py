@@ -119,3 +119,20 @@ def test_the_recipe_tables_in_the_docs_are_the_recipes_in_the_code(module, headi
 def shown(value):
     """How docs/recipe.md writes a recipe's value: as Python prints it, strings without quotes, '' when empty."""
     return (value or "''") if isinstance(value, str) else repr(value)
+
+
+def test_every_file_line_of_the_readme_shows_the_code_it_quotes():
+    """README's Paper -> code table points at lines, `file.py:N` followed by the code quoted from that line."""
+    readme = (PROJECT / "README.md").read_text()
+    references = re.findall(r"`([\w/]+\.py):(\d+)` `([^`]+)`", readme)
+    assert len(references) >= 12
+    for path, line, code in references:
+        text = (PROJECT / path).read_text().splitlines()[int(line) - 1]
+        assert code in text, f"README: {path}:{line} is `{text.strip()}`, not `{code}`"
+
+
+def test_the_readme_is_short_and_links_every_doc():
+    readme = (PROJECT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for doc in (PROJECT / "docs").glob("*.md"):
+        assert f"(docs/{doc.name})" in readme, doc.name
