@@ -96,7 +96,7 @@ def test_ssv2_template_that_names_no_class_is_an_error(ssv2):
     entries = json.loads((annotations / "train.json").read_text())
     entries[1]["template"] = "Pushing [something] to the left"
     (annotations / "train.json").write_text(json.dumps(entries))
-    with pytest.raises(ValueError, match=r"train\.json: entry 1 \(id 2\): template 'Pushing \[something\] to the left'"):
+    with pytest.raises(ValueError, match=r"train\.json: entry 1 \(id 2\): template 'Pushing \[something\] to the le"):
         prepare.ssv2_splits(annotations, videos)
 
 
@@ -175,11 +175,23 @@ def test_list_from_another_project_with_data_root(kinetics, tmp_path):
     assert summary["counts"] == {"checked": 2, "missing": 1} and not (tmp_path / "out" / "classes.txt").exists()
 
 
+def test_kinetics_first_folder_with_a_clip_wins(kinetics, tmp_path):
+    """CVDF ships replacements for corrupted clips in a folder of their own: named first, they win."""
+    table, videos = kinetics
+    replacement = tmp_path / "replacement" / "ccc_000005_000015.mp4"
+    replacement.parent.mkdir()
+    replacement.write_bytes(b"a good copy")
+    splits, _ = prepare.kinetics_splits([table], [replacement.parent, videos])
+    assert splits["val"] == [(replacement, 0), (replacement.parent / "ddd_000030_000040.mp4", 1)]
+    assert splits["train"] == [(videos / "abseiling" / "aaa_000010_000020.mp4", 0),
+                               (videos / "bbb_000000_000010.mp4", 1)]
+
+
 def test_kinetics_csv_without_the_columns_names_them(tmp_path):
     table = tmp_path / "test.csv"
     table.write_text("youtube_id,time_start,time_end,split\nxyz,0,10,test\n")
     with pytest.raises(ValueError, match=r"test\.csv: header .* lacks \['label'\]"):
-        prepare.kinetics_splits([table], tmp_path)
+        prepare.kinetics_splits([table], [tmp_path])
 
 
 def test_help_runs():

@@ -3,8 +3,8 @@
     python -m tools.bench                                    # tiny preset on CPU, the 10 masking configs: < 2 min
     python -m tools.bench --preset base --batch 16           # on a GPU: the paper's ViT-B at its Table 1 batch
     python -m tools.bench --configs adaptive:0.95,tube:0.9   # a subset; --compile, --dtype, --steps, --warmup
-    python -m tools.bench --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding,
-                                                             # a prepared 320p copy vs its 720p source, workers per GPU
+    python -m tools.bench --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
+                                                             # and a prepared 320p copy against its 720p source
     python -m tools.bench --json bench.json                  # also write every number as JSON
 
 Training step: for each (mask type, rho) the real step, `engine.train_step` (forward, L_R + lambda L_S,
@@ -44,7 +44,7 @@ from data import VideoDataset, clip_indices, clip_span, decode_frames, video_len
 from demo.synthetic import write_video
 from engine import amp_setup, make_optimizer, make_parser, train_step
 from sampler import MASK_TYPES
-from tools.prepare import reencode
+from tools.prepare import GOP, SHORT_SIDE, reencode
 
 # ----------------------------------------------------------------------------- defaults
 # Table 1b (adaptive at five ratios), then Table 1a's baselines.
@@ -494,10 +494,10 @@ def feed_rate(args):
     return args.feed_peak_tflops * 1e12 * args.feed_mfu / flops, flops
 
 
-def prepared_copy(args, short_side=320, gop=25):
-    """One DataLoader worker's clips/s (fast path, one codec thread) on the 1280x720 video and on its copy by
-    `tools.prepare.reencode`, with repeat_aug 1 and 2 (alternating, the same run), and the workers per GPU that
-    deliver `feed_rate`."""
+def prepared_copy(args, short_side=SHORT_SIDE, gop=GOP):
+    """One DataLoader worker's clips/s and CPU time per clip (fast path, one codec thread) on the 1280x720 video
+    and on its copy by `tools.prepare.reencode` (the tool's defaults), with repeat_aug 1 and 2 (alternating, the
+    same run), and the workers per GPU that deliver `feed_rate`."""
     source = make_testsrc_video(args.video_dir, *HD_VIDEOS[0])
     copy = Path(args.video_dir) / f"prepared{short_side}_gop{gop}" / source.name
     if not copy.exists():
@@ -509,16 +509,20 @@ def prepared_copy(args, short_side=320, gop=25):
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 size = (stream.width, stream.height)
+            cpu = worker_cpu_seconds()
             clips = loader_clips_per_s([path], 1, repeat_aug, args.data_clips, args.img_size, args.seed,
                                        decode="fast", decode_threads=1)
+            cpu_ms = 1e3 * (worker_cpu_seconds() - cpu) / (math.ceil(args.data_clips / repeat_aug) + 1) / repeat_aug
             rows.append(dict(video=name, width=size[0], height=size[1], repeat_aug=repeat_aug,
-                             clips_per_s_per_worker=clips, workers_per_gpu=math.ceil(rate / clips)))
+                             clips_per_s_per_worker=clips, worker_cpu_ms_per_clip=cpu_ms,
+                             workers_per_gpu=math.ceil(rate / clips)))
             print(f"{name} {size[0]}x{size[1]} repeat_aug {repeat_aug}: {clips:.1f} clips/s", file=sys.stderr,
                   flush=True)
     speedup = rows[1]["clips_per_s_per_worker"] / rows[0]["clips_per_s_per_worker"]
+    cpu_speedup = rows[0]["worker_cpu_ms_per_clip"] / rows[1]["worker_cpu_ms_per_clip"]
     return dict(feed=args.feed, feed_mfu=args.feed_mfu, feed_peak_tflops=args.feed_peak_tflops,
                 train_gflop_per_clip=flops / 1e9, train_clips_per_s=rate, short_side=short_side, gop=gop,
-                rows=rows, speedup=speedup)
+                rows=rows, speedup=speedup, cpu_speedup=cpu_speedup)
 
 
 # ----------------------------------------------------------------------------- report
@@ -606,10 +610,12 @@ def prepared_report(prepared):
              f"its source, one DataLoader worker, fast path, one codec thread; workers per GPU to feed {p['feed']} at "
              f"{p['feed_mfu']:.0%} MFU of {p['feed_peak_tflops']:g} TFLOP/s: {p['train_gflop_per_clip']:.0f} "
              f"GFLOP/clip (train_flops), {p['train_clips_per_s']:.0f} clips/s:", ""]
-    lines.append(markdown_table(["video", "repeat_aug", "clips/s per worker", "workers per GPU"],
+    lines.append(markdown_table(["video", "repeat_aug", "clips/s per worker", "worker CPU ms/clip", "workers per GPU"],
                                 [[f"{r['video']} {r['width']}x{r['height']}", str(r["repeat_aug"]),
-                                  f"{r['clips_per_s_per_worker']:.1f}", str(r["workers_per_gpu"])] for r in p["rows"]]))
-    return "\n".join(lines + ["", f"prepared / source, clips/s per worker at repeat_aug 1: {p['speedup']:.1f}x"])
+                                  f"{r['clips_per_s_per_worker']:.1f}", f"{r['worker_cpu_ms_per_clip']:.0f}",
+                                  str(r["workers_per_gpu"])] for r in p["rows"]]))
+    return "\n".join(lines + ["", f"prepared / source at repeat_aug 1: {p['speedup']:.1f}x the clips/s per worker, "
+                                   f"{p['cpu_speedup']:.1f}x less worker CPU per clip"])
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ Owns the step from a data set as published to the lists that data.py reads (docs
                  (entries whose id names <id>.webm and whose template has [something] where labels.json
                  has something); `kinetics_splits`: the annotation CSVs (label,youtube_id,time_start,
                  time_end,split), clips named <youtube_id>_<start:06d>_<end:06d> found anywhere under
-                 --videos; `list_splits`: a list file in any form `data.read_list` reads (--data_root)
+                 the --videos folders; `list_splits`: a list file in any form `data.read_list` reads (--data_root)
   * videos       `process`: check that a video's first frame decodes, or re-encode it (`reencode`: short
                  side --short_side, never upscaled; H.264, a keyframe every --gop frames, no audio; written
                  under a temporary name, then renamed); `run_all`: --workers processes behind a progress
@@ -40,6 +40,8 @@ from data import VideoError, find_videos, read_frames, read_list
 
 SPLIT_NAMES = {"train": "train", "validation": "val"}  # SSv2 annotation file -> list name
 ENCODER = {"preset": "fast", "crf": "23"}  # x264, as bench.py's generated videos
+SHORT_SIDE = 320  # VideoMAE's Kinetics copies
+GOP = 12  # keyframe interval, frames: a seek lands at most 11 frames before a clip (a 16 x 4 clip spans 61)
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 
@@ -99,19 +101,21 @@ def kinetics_clip_name(row, where):
     return f"{row['youtube_id']}_{start:06d}_{end:06d}"
 
 
-def kinetics_splits(csv_files, videos):
-    """Kinetics annotation CSVs and the folder of downloaded clips (flat or one folder per class) ->
-    ({split column value: [...]}, class names sorted, as usual for Kinetics). A clip not found under
-    `videos` gets the path <videos>/<name>.mp4, which does not exist: the report lists it as missing."""
+def kinetics_splits(csv_files, video_folders):
+    """Kinetics annotation CSVs and the folders of downloaded clips (each flat or one folder per class;
+    a clip in several: the first folder's, e.g. CVDF's replacements for corrupted clips before the rest) ->
+    ({split column value: [...]}, class names sorted, as usual for Kinetics). A clip found nowhere gets the
+    path <first folder>/<name>.mp4, which does not exist: the report lists it as missing."""
     found = {}
-    for path, _ in find_videos(videos):
-        found.setdefault(Path(path).stem, Path(path))
+    for folder in video_folders:
+        for path, _ in find_videos(folder):
+            found.setdefault(Path(path).stem, Path(path))
     rows = [(f"{path}:{line}", row) for path in csv_files for line, row in _kinetics_rows(path)]
     classes = sorted({row["label"] for _, row in rows})
     splits = {}
     for where, row in rows:
         name = kinetics_clip_name(row, where)
-        video = found.get(name, Path(videos) / f"{name}.mp4")
+        video = found.get(name, Path(video_folders[0]) / f"{name}.mp4")
         splits.setdefault(row["split"], []).append((video, classes.index(row["label"])))
     return splits, classes
 
@@ -161,7 +165,7 @@ def _transcode(source, container, short_side, gop):
         return count
 
 
-def reencode(source, output, short_side=320, gop=25):
+def reencode(source, output, short_side=SHORT_SIDE, gop=GOP):
     """source -> H.264 MP4 at `output` (see `_transcode`); written to <stem>.partial.mp4 and renamed when
     complete, so `output` is either absent or whole. Raises on a video that does not decode."""
     output = Path(output)
@@ -231,7 +235,7 @@ def _copy_path(source, root, out):
     return out / "videos" / Path(os.path.relpath(os.path.abspath(source), root)).with_suffix(".mp4")
 
 
-def prepare(splits, classes, out, reencode_videos=False, short_side=320, gop=25, workers=1):
+def prepare(splits, classes, out, reencode_videos=False, short_side=SHORT_SIDE, gop=GOP, workers=1):
     """Check (or re-encode into <out>/videos/) every video the splits name; write the lists, classes.txt,
     missing.txt and unreadable.txt into `out`; print and return a summary."""
     out, start = Path(out), time.perf_counter()
@@ -278,8 +282,8 @@ def get_parser():
     common.add_argument("--out", required=True, type=Path, help="folder of the lists, classes.txt, the report")
     common.add_argument("--reencode", action="store_true",
                         help="also re-encode every video into <out>/videos (the lists then name the copies)")
-    common.add_argument("--short_side", type=int, default=320, help="short side of the copies (never upscaled)")
-    common.add_argument("--gop", type=int, default=25, help="keyframe interval of the copies, frames")
+    common.add_argument("--short_side", type=int, default=SHORT_SIDE, help="short side of the copies (never upscaled)")
+    common.add_argument("--gop", type=int, default=GOP, help="keyframe interval of the copies, frames")
     common.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -289,8 +293,9 @@ def get_parser():
     ssv2.add_argument("--videos", required=True, type=Path, help="folder of the <id>.webm files")
     kinetics = commands.add_parser("kinetics", parents=[common], help="Kinetics: annotation CSVs and the clips")
     kinetics.add_argument("--csv", required=True, type=Path, nargs="+", help="annotation CSVs (train, val)")
-    kinetics.add_argument("--videos", required=True, type=Path,
-                          help="folder of the clips, flat or one folder per class, searched recursively")
+    kinetics.add_argument("--videos", required=True, type=Path, nargs="+",
+                          help="folders of the clips, flat or per class, searched recursively; a clip in several: "
+                          "the first folder's")
     lists = commands.add_parser("list", parents=[common], help="a list file from another project")
     lists.add_argument("--list", required=True, type=Path, help="`path label` or `path 0 -1` lines")
     lists.add_argument("--data_root", type=Path, help="prefix of the list's relative paths")
