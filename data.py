@@ -1,7 +1,8 @@
 """Video data: list files and folders -> decoded clips -> augmented, normalised tensors.
 
 Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (README: Data):
-  * sources      `read_list` (VideoMAE `path label` lists), `find_videos` (folders), `load_samples`
+  * sources      `read_list` (VideoMAE `path label` and VideoMAEv2 `path 0 -1` lists), `find_videos`
+                 (folders), `load_samples`
   * decoding     `video_length`, `read_frames` with PyAV: seek to the keyframe before the first
                  wanted frame, decode forward; then either the exact path, `decode_frames` (full-
                  resolution RGB of the frames returned), or the fast path, `scale_frames` (FFmpeg
@@ -43,22 +44,32 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 
 # ----------------------------------------------------------------------------- sources
 
-def read_list(path):
-    """VideoMAE list file -> [(video path, label)]; relative paths resolve against the list's folder.
+def read_list(path, data_root=None):
+    """VideoMAE list file -> [(video path, label)]; relative paths resolve against `data_root`, or
+    without one against the list's folder.
 
-    One `path label` per line, no header, blank lines ignored. The label follows the last
-    whitespace, so a path may itself contain spaces.
+    One `path label` per line (label >= 0), no header, blank lines ignored; the label follows the last
+    whitespace, so a path may itself contain spaces. VideoMAEv2's pre-training form `path 0 -1` (a start
+    index and no label) gives label -1.
     """
     path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
     samples = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.strip().rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}:{number}: expected 'path label' with a label >= 0, got {line!r}")
-        video = Path(parts[0])
-        samples.append((str(video if video.is_absolute() else path.parent / video), int(parts[1])))
+        text = line.strip()
+        parts = text.rsplit(None, 2)
+        if parts[1:] == ["0", "-1"]:  # VideoMAEv2 pre-training: start index 0, no label
+            video, label = parts[0], -1
+        else:
+            parts = text.rsplit(None, 1)
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{number}: expected 'path label' with a label >= 0 or 'path 0 -1', "
+                                 f"got {line!r}")
+            video, label = parts[0], int(parts[1])
+        video = Path(video)
+        samples.append((str(video if video.is_absolute() else root / video), label))
     return samples
 
 
@@ -83,14 +94,14 @@ def find_videos(root):
     return [(video, -1) for video in _videos_under(root)]
 
 
-def load_samples(source):
+def load_samples(source, data_root=None):
     """A list file, a folder or one video file -> [(video path, label)]; raises if it names no video.
-    A lone video (a known extension) gets label -1."""
+    A lone video (a known extension) gets label -1; `data_root`: see `read_list`."""
     source = Path(source)
     if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
         samples = [(str(source), -1)]
     elif source.is_file():
-        samples = read_list(source)
+        samples = read_list(source, data_root)
     elif source.is_dir():
         samples = find_videos(source)
     else:

@@ -2,6 +2,7 @@
 the host-read detector, and the data-pipeline measurements on a short generated video."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import av
@@ -108,3 +109,21 @@ def test_testsrc_video_keeps_its_keyframe_interval_and_paths_are_compared(tmp_pa
     rows = bench.decoding_paths(args)
     assert [(r["decode"], r["threads"]) for r in rows] == list(bench.DECODE_PATHS)
     assert rows[0]["speedup"] == 1.0 and all(r["clips_per_s"] > 0 and r["worker_cpu_ms_per_clip"] > 0 for r in rows)
+
+
+def test_prepared_copy_against_its_source_and_workers_per_gpu(tmp_path, monkeypatch):
+    source = bench.make_testsrc_video(tmp_path, 96, 64, seconds=2, gop=8)
+    monkeypatch.setattr(bench, "make_testsrc_video", lambda folder, w, h: source)
+    args = SimpleNamespace(video_dir=tmp_path, data_clips=2, img_size=32, seed=0, feed="base:adaptive:0.95",
+                           feed_mfu=0.4, feed_peak_tflops=989.0)
+    result = bench.prepared_copy(args, short_side=32, gop=8)
+    flops = bench.train_flops(AdaMAEConfig.preset("base", mask_type="adaptive", mask_ratio=0.95))
+    assert result["train_clips_per_s"] == pytest.approx(989e12 * 0.4 / flops)  # ~1,500 clips/s on an H100
+    assert [(r["video"], r["repeat_aug"], r["width"], r["height"]) for r in result["rows"]] == [
+        ("source", 1, 96, 64), ("prepared", 1, 48, 32), ("source", 2, 96, 64), ("prepared", 2, 48, 32)]
+    for row in result["rows"]:
+        assert row["workers_per_gpu"] == math.ceil(result["train_clips_per_s"] / row["clips_per_s_per_worker"])
+        assert row["worker_cpu_ms_per_clip"] > 0
+    source_rate, prepared_rate = (row["clips_per_s_per_worker"] for row in result["rows"][:2])
+    assert result["speedup"] == prepared_rate / source_rate
+    assert "| prepared 48x32 | 1 |" in bench.prepared_report(result)

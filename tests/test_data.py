@@ -49,7 +49,20 @@ def test_read_list_resolves_paths_and_allows_spaces(tmp_path):
                               (str(tmp_path / "lists" / "sub" / "my video.mp4"), 12)]
 
 
-@pytest.mark.parametrize("bad", ["video.mp4", "video.mp4 cat", "video.mp4 -1", "video.mp4 1.5"])
+def test_read_list_videomae_v2_pretraining_form_and_data_root(tmp_path):
+    """`path 0 -1` (VideoMAEv2's pre-training lists) is label -1; --data_root replaces the list's folder as the
+    prefix of relative paths, and load_samples passes it on."""
+    lst = tmp_path / "lists" / "pretrain.txt"
+    lst.parent.mkdir()
+    lst.write_text("k400/a b.mp4 0 -1\n/abs/c.mp4 0 -1\nk400/d.mp4 7\n")
+    assert read_list(lst) == [(str(tmp_path / "lists/k400/a b.mp4"), -1), ("/abs/c.mp4", -1),
+                              (str(tmp_path / "lists/k400/d.mp4"), 7)]
+    assert load_samples(lst, data_root="/data") == [("/data/k400/a b.mp4", -1), ("/abs/c.mp4", -1),
+                                                    ("/data/k400/d.mp4", 7)]
+
+
+@pytest.mark.parametrize("bad", ["video.mp4", "video.mp4 cat", "video.mp4 -1", "video.mp4 1.5",
+                                 "video.mp4 3 -1"])
 def test_read_list_malformed_line_names_file_and_line(tmp_path, bad):
     lst = tmp_path / "list.txt"
     lst.write_text(f"ok.mp4 0\n\n{bad}\n")

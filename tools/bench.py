@@ -4,6 +4,7 @@
     python -m tools.bench --preset base --batch 16           # on a GPU: the paper's ViT-B at its Table 1 batch
     python -m tools.bench --configs adaptive:0.95,tube:0.9   # a subset; --compile, --dtype, --steps, --warmup
     python -m tools.bench --data                             # data pipeline: clips/s per worker, seek, exact vs fast decoding
+                                                             # and a prepared 320p copy against its 720p source
     python -m tools.bench --json bench.json                  # also write every number as JSON
 
 Training step: for each (mask type, rho) the step of pretrain.py (forward, L_R + lambda L_S, backward,
@@ -14,7 +15,9 @@ On CPU each configuration runs in a fresh process, so its peak RSS is its own.
 
 Data: `data.VideoDataset` + DataLoader on generated Kinetics-like videos (320x240, 25 fps, 10 s, H.264),
 how much faster `data.decode_frames` is when it seeks than when it decodes from frame 0, and the exact
-against the fast decoding path (`VideoDataset(decode=...)`) on generated 1280x720 and 1920x1080 videos.
+against the fast decoding path (`VideoDataset(decode=...)`) on generated 1280x720 and 1920x1080 videos, and
+the 1280x720 video against its copy made by `tools.prepare.reencode` (short side 320): clips/s per worker
+and the workers per GPU that feed --feed's training rate (`train_flops` at --feed_mfu of --feed_peak_tflops).
 """
 
 import gc
@@ -41,6 +44,7 @@ from data import VideoDataset, clip_indices, clip_span, decode_frames, video_len
 from demo.synthetic import write_video
 from engine import amp_setup, make_optimizer, make_parser
 from sampler import MASK_TYPES
+from tools.prepare import GOP, SHORT_SIDE, reencode
 
 # ----------------------------------------------------------------------------- defaults
 # Table 1b (adaptive at five ratios), then Table 1a's baselines.
@@ -67,6 +71,9 @@ DEFAULTS = {
     "gop": (250, "keyframe interval of the pipeline's videos (250: x264's default, what ffmpeg writes)"),
     "data_clips": (48, "clips timed per pipeline measurement"),
     "img_size": (224, "crop size of the pipeline (the paper's)"),
+    "feed": ("base:adaptive:0.95", "the training the loader must feed, preset:mask_type:rho"),
+    "feed_mfu": (0.4, "MFU of that training"),
+    "feed_peak_tflops": (989.0, "dense 16-bit peak TFLOP/s of its GPU (989: H100 SXM)"),
 }
 TYPES = {"batch": int, "steps": int, "warmup": int, "dtype": str, "peak_tflops": float, "device": str,
          "threads": int, "json": str}
@@ -465,7 +472,7 @@ def bench_data(args):
                                  clips_per_s_per_worker=rate / workers))
             print(f"{workers} worker(s), repeat_aug {repeat_aug}: {rate:.1f} clips/s", file=sys.stderr, flush=True)
     seek = [dict(gop=gop, **seek_speedup(make_video(args.video_dir, 0, gop, **VIDEO))) for gop in SEEK_GOPS]
-    return dict(meta=meta, pipeline=pipeline, seek=seek, decoding=decoding_paths(args))
+    return dict(meta=meta, pipeline=pipeline, seek=seek, decoding=decoding_paths(args), prepared=prepared_copy(args))
 
 
 def worker_cpu_seconds():
@@ -491,6 +498,46 @@ def decoding_paths(args):
                              worker_cpu_ms_per_clip=cpu_ms, speedup=rate / exact))
             print(f"{width}x{height} {decode} threads={threads}: {rate:.1f} clips/s", file=sys.stderr, flush=True)
     return rows
+
+
+def feed_rate(args):
+    """Clips/s that one GPU trains on in --feed's configuration at --feed_mfu of --feed_peak_tflops, and the
+    FLOPs per clip it is computed from (`train_flops`)."""
+    preset, _, config = args.feed.partition(":")
+    ((mask_type, mask_ratio),) = parse_configs(config)
+    flops = train_flops(AdaMAEConfig.preset(preset, mask_type=mask_type, mask_ratio=mask_ratio))
+    return args.feed_peak_tflops * 1e12 * args.feed_mfu / flops, flops
+
+
+def prepared_copy(args, short_side=SHORT_SIDE, gop=GOP):
+    """One DataLoader worker's clips/s and CPU time per clip (fast path, one codec thread) on the 1280x720 video
+    and on its copy by `tools.prepare.reencode` (the tool's defaults), with repeat_aug 1 and 2 (alternating, the
+    same run), and the workers per GPU that deliver `feed_rate`."""
+    source = make_testsrc_video(args.video_dir, *HD_VIDEOS[0])
+    copy = Path(args.video_dir) / f"prepared{short_side}_gop{gop}" / source.name
+    if not copy.exists():
+        reencode(source, copy, short_side, gop)
+    rate, flops = feed_rate(args)
+    rows = []
+    for repeat_aug in (1, 2):
+        for name, path in (("source", source), ("prepared", copy)):
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                size = (stream.width, stream.height)
+            cpu = worker_cpu_seconds()
+            clips = loader_clips_per_s([path], 1, repeat_aug, args.data_clips, args.img_size, args.seed,
+                                       decode="fast", decode_threads=1)
+            cpu_ms = 1e3 * (worker_cpu_seconds() - cpu) / (math.ceil(args.data_clips / repeat_aug) + 1) / repeat_aug
+            rows.append(dict(video=name, width=size[0], height=size[1], repeat_aug=repeat_aug,
+                             clips_per_s_per_worker=clips, worker_cpu_ms_per_clip=cpu_ms,
+                             workers_per_gpu=math.ceil(rate / clips)))
+            print(f"{name} {size[0]}x{size[1]} repeat_aug {repeat_aug}: {clips:.1f} clips/s", file=sys.stderr,
+                  flush=True)
+    speedup = rows[1]["clips_per_s_per_worker"] / rows[0]["clips_per_s_per_worker"]
+    cpu_speedup = rows[0]["worker_cpu_ms_per_clip"] / rows[1]["worker_cpu_ms_per_clip"]
+    return dict(feed=args.feed, feed_mfu=args.feed_mfu, feed_peak_tflops=args.feed_peak_tflops,
+                train_gflop_per_clip=flops / 1e9, train_clips_per_s=rate, short_side=short_side, gop=gop,
+                rows=rows, speedup=speedup, cpu_speedup=cpu_speedup)
 
 
 # ----------------------------------------------------------------------------- report
@@ -569,7 +616,21 @@ def data_report(result):
                                 [[f"{r['width']}x{r['height']}", r["decode"], str(r["threads"]), f"{r['clips_per_s']:.1f}",
                                   f"{r['worker_cpu_ms_per_clip']:.0f}", f"{r['speedup']:.1f}x"]
                                  for r in result["decoding"]]))
-    return "\n".join(lines)
+    return "\n".join(lines + ["", prepared_report(result["prepared"])])
+
+
+def prepared_report(prepared):
+    p = prepared
+    lines = [f"A copy made by tools.prepare (short side {p['short_side']}, a keyframe every {p['gop']} frames) against "
+             f"its source, one DataLoader worker, fast path, one codec thread; workers per GPU to feed {p['feed']} at "
+             f"{p['feed_mfu']:.0%} MFU of {p['feed_peak_tflops']:g} TFLOP/s: {p['train_gflop_per_clip']:.0f} "
+             f"GFLOP/clip (train_flops), {p['train_clips_per_s']:.0f} clips/s:", ""]
+    lines.append(markdown_table(["video", "repeat_aug", "clips/s per worker", "worker CPU ms/clip", "workers per GPU"],
+                                [[f"{r['video']} {r['width']}x{r['height']}", str(r["repeat_aug"]),
+                                  f"{r['clips_per_s_per_worker']:.1f}", f"{r['worker_cpu_ms_per_clip']:.0f}",
+                                  str(r["workers_per_gpu"])] for r in p["rows"]]))
+    return "\n".join(lines + ["", f"prepared / source at repeat_aug 1: {p['speedup']:.1f}x the clips/s per worker, "
+                                   f"{p['cpu_speedup']:.1f}x less worker CPU per clip"])
 
 
 def main(argv=None):
