@@ -33,6 +33,7 @@ from adamae import AdaMAEConfig
 from classifier import VideoClassifier, encode_views, evaluate, labelled_subset, left_out_text, load_encoder, \
     mean_and_error, probe, topk_accuracy
 from weights.convert import load_checkpoint_file, read_classifier, read_pretrained
+from weights.resize import at_clip_size
 from data import VideoDataset, load_samples, video_length
 from engine import all_reduce, amp_setup, append_jsonl, check_finite, epoch_micro_batches, find_resume, get_lr, \
     make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, train_step
@@ -58,11 +59,15 @@ DEFAULTS = {
     "test_crops": (3, "final test: spatial crops per clip along the long side"),
     "num_workers": (2, "DataLoader processes per GPU"),
     # model
-    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file or VideoMAE's; its "
-                         "config (inferred for the last two) fixes the architecture, its encoder the init"),
+    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file, VideoMAE's, or a Hugging "
+                         "Face VideoMAE folder (weights/huggingface.py); its config (inferred for the authors' and "
+                         "VideoMAE's files, config.json for a folder) fixes the architecture, its encoder the init"),
     "scratch": (False, "random init: the architecture of --pretrained when given, else --preset"),
     "compare": (False, "after fine-tuning --pretrained, train the same model from scratch and print both"),
     "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
+    "num_frames": (None, "frames per clip; default: the checkpoint's. Another length fine-tunes or evaluates the "
+                         "same weights (the encoder's sinusoid table follows the token grid)"),
+    "img_size": (None, "crop side in pixels; default: the checkpoint's; another size works as --num_frames does"),
     "drop_path": (0.1, "stochastic depth, rising linearly to this rate over the blocks"),
     # optimisation (README: The recipe, fine-tuning)
     "batch_size": (8, "videos per process per micro-step"),
@@ -85,7 +90,8 @@ DEFAULTS = {
                                  "log.jsonl); the demo's videos to out_dir/synthetic"),
     "resume": (None, "checkpoint to resume from; default: the run's checkpoint.pt when it exists"),
     "eval": (False, "no training: the multi-view test of --resume FILE (finetune.py's best.pt or checkpoint.pt, or "
-                    "an authors'/VideoMAE fine-tuned classifier)"),
+                    "an authors'/VideoMAE fine-tuned classifier, or a Hugging Face "
+                    "VideoMAEForVideoClassification folder)"),
     "log_every": (20, "optimizer steps between log lines"),
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
@@ -104,7 +110,8 @@ DEFAULTS = {
     "classes": (None, "--predict: class names, one per line (line i = class i)"),
 }
 TYPES = {"data": str, "val": str, "num_classes": int, "flip": bool, "pretrained": str, "clip_grad": float, "dtype": str,
-         "resume": str, "max_steps": int, "probe_per_class": int, "features": str, "predict": str, "classes": str}
+         "resume": str, "max_steps": int, "probe_per_class": int, "features": str, "predict": str, "classes": str,
+         "num_frames": int, "img_size": int}
 # The embedded demo (no --data): each run about 2 minutes on 2 CPU cores (175 steps). The videos are square,
 # so 3 crops along the long side would be 3 copies of one crop: 2 clips x 1 crop.
 DEMO = dict(pretrained="runs/pretrain/checkpoint.pt", compare=True, flip=False, epochs=5, warmup_epochs=1,
@@ -326,6 +333,7 @@ def predict(args, device):
     if args.resume is None:
         raise ValueError(f"--predict needs a classifier; {CLASSIFIER_HINT}")
     cfg, state, num_classes = read_classifier(args.resume)
+    cfg = at_clip_size(cfg, args.num_frames, args.img_size)
     names = read_class_names(args.classes, num_classes) if args.classes else [str(c) for c in range(num_classes)]
     video_length(args.predict)  # an unreadable video stops here, named, instead of being swapped for another
     model = VideoClassifier(cfg, num_classes).to(device)
@@ -389,6 +397,7 @@ def finetune(args, rank, world, device):
     ckpt_path = run_dir / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
     cfg, start, saved_classes = starting_point(args, resume, ckpt_path)
+    cfg = at_clip_size(cfg, args.num_frames, args.img_size)
 
     torch.manual_seed(args.seed + rank)
     train_set, val_set, test_set, num_classes = make_datasets(args, cfg, saved_classes)
@@ -559,7 +568,7 @@ def main(argv=None):
         return predict(args, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if args.features is not None and args.data is None:
         raise ValueError("--features OUT needs --data: a list file, a folder or one video")
-    if args.pretrained is not None and not args.eval and not Path(args.pretrained).is_file():
+    if args.pretrained is not None and not args.eval and not Path(args.pretrained).exists():  # a file or an HF folder
         raise FileNotFoundError(f"{args.pretrained}: no pre-training checkpoint; {PRETRAIN_HINT}")  # before any work
     rank, world, device = setup_distributed()
     if args.data is None:  # the demo: a labelled synthetic set, label = direction of motion
