@@ -28,10 +28,11 @@ from augment import mix_batch
 from classifier import VideoClassifier, evaluate, left_out_text, load_encoder, topk_accuracy, views_dataset
 from data import VideoDataset
 from demo.synthetic import labelled_demo
-from engine import Epochs, TrainLog, all_reduce, amp_setup, apply_recipe, clip_gradients, find_resume, get_lr, \
+from engine import Epochs, TrainLog, amp_setup, apply_recipe, clip_gradients, find_resume, get_lr, \
     load_checkpoint_file, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, \
     sync_gradients
 from weights.convert import read_classifier, read_pretrained
+from weights.resize import at_clip_size
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -95,11 +96,15 @@ OPTIONS = {
     "test_crops": (None, "final test: spatial crops per clip along the long side"),
     "num_workers": (2, "DataLoader processes per GPU"),
     # model
-    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file or VideoMAE's; its "
-                         "config (inferred for the last two) fixes the architecture, its encoder the init"),
+    "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file, VideoMAE's, or a Hugging "
+                         "Face VideoMAE folder (weights/huggingface.py); its config (inferred for the authors' and "
+                         "VideoMAE's files, config.json for a folder) fixes the architecture, its encoder the init"),
     "scratch": (False, "random init: the architecture of --pretrained when given, else --preset"),
     "compare": (None, "after fine-tuning --pretrained, train the same model from scratch and print both"),
     "preset": ("tiny", "AdaMAEConfig preset for --scratch without --pretrained"),
+    "num_frames": (None, "frames per clip; default: the checkpoint's. Another length fine-tunes or evaluates the "
+                         "same weights (the encoder's sinusoid table follows the token grid)"),
+    "img_size": (None, "crop side in pixels; default: the checkpoint's; another size works as --num_frames does"),
     "drop_path": (None, "stochastic depth, rising linearly to this rate over the blocks"),
     # optimisation
     "batch_size": (None, "clips per process per micro-step"),
@@ -122,7 +127,8 @@ OPTIONS = {
                                  "log.jsonl); the demo's videos to out_dir/synthetic"),
     "resume": (None, "checkpoint to resume from; default: the run's checkpoint.pt when it exists"),
     "eval": (False, "no training: the multi-view test on --val of --resume FILE (finetune.py's best.pt or "
-                    "checkpoint.pt, or an authors'/VideoMAE fine-tuned classifier)"),
+                    "checkpoint.pt, an authors'/VideoMAE fine-tuned classifier, or a Hugging Face "
+                    "VideoMAEForVideoClassification folder)"),
     "log_every": (20, "optimizer steps between log lines"),
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
@@ -132,7 +138,7 @@ TYPES = {"data": str, "val": str, "num_classes": int, "sampling": str, "stride":
          "pretrained": str, "compare": bool, "drop_path": float, "batch_size": int, "epochs": int,
          "warmup_epochs": int, "base_lr": float, "min_lr": float, "weight_decay": float, "layer_decay": float,
          "clip_grad": float, "mixup": float, "cutmix": float, "smoothing": float, "dtype": str, "resume": str,
-         "max_steps": int}
+         "max_steps": int, "num_frames": int, "img_size": int}
 PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
 
 
@@ -229,6 +235,7 @@ def test_only(args, rank, world, device):
     if args.resume is None:
         raise ValueError("--eval needs --resume FILE: the classifier to test (e.g. runs/finetune/pretrained/best.pt)")
     cfg, state, num_classes = read_classifier(args.resume)
+    cfg = at_clip_size(cfg, args.num_frames, args.img_size)
     model = VideoClassifier(cfg, num_classes).to(device)
     model.load_state_dict(state)
     test_set = views_dataset(args.val, cfg, args.stride, args.sampling, args.test_clips, args.test_crops)
@@ -249,6 +256,7 @@ def finetune(args, rank, world, device):
     ckpt_path = run_dir / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
     cfg, start = starting_point(args, resume)
+    cfg = at_clip_size(cfg, args.num_frames, args.img_size)
 
     torch.manual_seed(args.seed + rank)
     train_set, val_set, test_set, num_classes = make_datasets(args, cfg)

@@ -44,7 +44,7 @@ from data import VideoDataset, clip_indices, clip_span, decode_frames, video_len
 from demo.synthetic import write_video
 from engine import amp_setup, make_optimizer, make_parser
 from sampler import MASK_TYPES
-from tools.prepare import GOP, SHORT_SIDE, reencode
+from tools.reencode import GOP, SHORT_SIDE, reencode
 
 # ----------------------------------------------------------------------------- defaults
 # Table 1b (adaptive at five ratios), then Table 1a's baselines.

@@ -8,6 +8,7 @@ Every file is opened by `engine.load_checkpoint_file`, the project's one safe lo
                                   -> (AdaMAEConfig, state dict in AdaMAE's names), recognised by its keys
   * `read_classifier`             any fine-tuned classifier (finetune.py's, the authors'/VideoMAE's)
                                   -> (AdaMAEConfig, classifier state dict, number of classes)
+                                  Both read a Hugging Face VideoMAE folder too (weights/huggingface.py)
 
 The only change of values: the reference stores separate `attn.q_bias` / `attn.v_bias` and no k
 bias; we store one `attn.qkv.bias` = cat(q_bias, 0, v_bias). A k bias adds the same amount to every
@@ -226,7 +227,11 @@ def read_pretrained(path):
     """A pre-training checkpoint -> (AdaMAEConfig, AdaMAE state dict), recognised by its keys:
     pretrain.py's (its saved config), the authors' AdaMAE file (mask_type 'adaptive') or VideoMAE's
     (no sampler: mask_type 'tube'); the config of the last two is inferred (`infer_config`).
-    Anything else, or a tensor missing or mis-shaped, raises a ValueError naming the file."""
+    Anything else, or a tensor missing or mis-shaped, raises a ValueError naming the file. A folder is read
+    as a Hugging Face VideoMAE folder (weights/huggingface.py: a tube model, no sampler)."""
+    if Path(path).is_dir():
+        from weights import huggingface  # imports this module
+        return huggingface.read_pretrained(path)
     checkpoint, kind = _load(path)
     if kind == "pretrain.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
@@ -246,7 +251,11 @@ def read_pretrained(path):
 def read_classifier(path):
     """A fine-tuned classifier -> (AdaMAEConfig, classifier state dict, number of classes): finetune.py's
     checkpoint, or the authors'/VideoMAE's fine-tuned file (mean pooling, fc_norm + head; the config
-    inferred from the shapes and `args`). Anything else raises a ValueError naming the file."""
+    inferred from the shapes and `args`), or a Hugging Face VideoMAEForVideoClassification folder
+    (weights/huggingface.py). Anything else raises a ValueError naming the file."""
+    if Path(path).is_dir():
+        from weights import huggingface  # imports this module
+        return huggingface.read_classifier(path)
     checkpoint, kind = _load(path)
     if kind == "finetune.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
