@@ -1,6 +1,6 @@
 """Video data: list files and folders -> decoded clips -> augmented, normalised tensors.
 
-Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (README: Data):
+Owns everything between a file on disk and the (B, 3, T, H, W) batch the model sees (docs/data.md):
   * sources      `read_list` (VideoMAE `path label` and VideoMAEv2 `path 0 -1` lists), `find_videos`
                  (folders), `load_samples`
   * decoding     `video_length`, `read_frames` with PyAV: seek to the keyframe before the first

@@ -158,7 +158,7 @@ def amp_setup(dtype_name, device):
 # ----------------------------------------------------------------------------- optimisation
 
 def no_weight_decay(name, param):
-    """Biases, norms, position embeddings and the mask token are not decayed (README: The recipe)."""
+    """Biases, norms, position embeddings and the mask token are not decayed (docs/recipe.md)."""
     return param.ndim <= 1 or name.endswith("pos_embed") or name.endswith("mask_token")
 
 
@@ -297,7 +297,7 @@ def check_finite(finite, when, ckpt_path):
         world = dist.get_world_size() if dist.is_initialized() else 1
         raise FloatingPointError(
             f"non-finite loss {when} in {bad} of {world} process(es); stopped without saving: {ckpt_path} is the "
-            f"last good state. Resume from it, e.g. with --clip_grad 1.0 or --dtype bf16 (README: Troubleshooting)")
+            f"last good state. Resume from it, e.g. with --clip_grad 1.0 or --dtype bf16 (docs/recipe.md: Troubleshooting)")
 
 
 def load_checkpoint_file(path):

@@ -78,7 +78,7 @@ def sample_without_replacement(log_probs, k):
     trick), and given that winner, the remaining perturbed values are still independent Gumbels around
     their log P_j, so the runner-up is distributed as a draw from P renormalised without the winner, and so
     on: the top k are k successive draws without replacement (tests/test_model.py compares the frequencies
-    with torch.multinomial's). Unlike torch.multinomial it never fails when probabilities underflow to 0,
+    with the exact probabilities of successive draws). Unlike torch.multinomial it never fails when probabilities underflow to 0,
     and it runs on the device without a host sync."""
     u = torch.rand(log_probs.shape, device=log_probs.device).clamp_min(1e-20)
     gumbel = -torch.log(-torch.log(u))

@@ -1,7 +1,7 @@
 """Tokenizer (paper Sec. 3.1, Fig. 2 "Tokenizer"): video -> tubelet tokens.
 
 Owns the three ways a video becomes a sequence of N tokens, all with the same token order
-(time slowest, then height, then width; README: Paper → code):
+(time slowest, then height, then width; docs/method.md):
   * `Tokenizer`          the learnable tubelet embedding, a Conv3d with kernel = stride = (t, p, p)
   * `patchify`           raw pixel values per token, the reconstruction target of Eq. 4
   * `sinusoid_table`     the fixed position table added to encoder and decoder tokens

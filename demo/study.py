@@ -1,6 +1,6 @@
 """When does the sampler learn where the motion is? Pre-training curves on synthetic backgrounds.
 
-README, "What the sampler learns, and when it cannot". Each curve is one `python pretrain.py` run of the
+docs/method.md, "What the sampler learns, and when it cannot". Each curve is one `python pretrain.py` run of the
 embedded demo (the same recipe, data set size and step budget for every curve; only the named
 settings change) that measures the sampler every `--eval_every` steps on 16 held-out clips:
 foreground enrichment (share of P on the moving object / share of its tokens, 1 = random masking)

@@ -92,7 +92,7 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
                       with it (a textured thing moving over a textured scene, as in real footage)
     The target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per
     patch, plus codec noise) up to unit variance, so gradient patches are as hard to predict as the
-    object and the sampler has nothing to prefer (measured in the README). flat and gradient draw
+    object and the sampler has nothing to prefer (docs/results.md). flat and gradient draw
     exactly the random numbers they always drew: their videos do not change as kinds are added.
 
     Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1

@@ -13,7 +13,7 @@ import pytest
 
 from data import read_list, video_length
 from demo.synthetic import write_video
-from tools import prepare
+from tools import prepare, reencode
 
 FRAMES = 12
 
@@ -129,9 +129,9 @@ def test_kinetics_reencode_in_two_processes(kinetics, tmp_path):
 
 
 def test_scaled_size_never_upscales_and_stays_even():
-    assert prepare.scaled_size(1280, 720, 320) == (568, 320)
-    assert prepare.scaled_size(720, 1280, 320) == (320, 568)
-    assert prepare.scaled_size(427, 240, 320) == (426, 240)  # SSv2's 240-pixel videos keep their size
+    assert reencode.scaled_size(1280, 720, 320) == (568, 320)
+    assert reencode.scaled_size(720, 1280, 320) == (320, 568)
+    assert reencode.scaled_size(427, 240, 320) == (426, 240)  # SSv2's 240-pixel videos keep their size
 
 
 def test_interrupted_reencode_resumes_without_redoing_finished_files(kinetics, tmp_path, monkeypatch):
@@ -139,14 +139,14 @@ def test_interrupted_reencode_resumes_without_redoing_finished_files(kinetics, t
     write_video(videos / "ddd_000030_000040.mp4", frames(3, 64, 96))  # no clip missing this time
     args = ["kinetics", "--csv", str(table), "--videos", str(videos), "--out", str(tmp_path / "out"),
             "--reencode", "--short_side", "32", "--workers", "1"]
-    transcode, calls = prepare._transcode, []
+    transcode, calls = reencode._transcode, []
 
     def interrupted(*a):  # the second video is written in full, then Ctrl-C comes before the rename
         calls.append(transcode(*a))
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare, "_transcode", interrupted)
+    monkeypatch.setattr(reencode, "_transcode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare.main(args)
     copies = tmp_path / "out" / "videos"
@@ -155,7 +155,7 @@ def test_interrupted_reencode_resumes_without_redoing_finished_files(kinetics, t
     before = first.stat()
     stale = copies / "ddd_000030_000040.partial.mp4"  # what a killed run (no clean-up) leaves
     stale.write_bytes(b"torn")
-    monkeypatch.setattr(prepare, "_transcode", transcode)
+    monkeypatch.setattr(reencode, "_transcode", transcode)
     summary = prepare.main(args[:-1] + ["2"])
     assert summary["counts"] == {"finished": 1, "encoded": 2, "unreadable": 1, "missing": 0}
     after = first.stat()

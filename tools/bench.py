@@ -86,7 +86,7 @@ PAPER_MEMORY_GB = {("adaptive", 0.98): 14.1, ("adaptive", 0.95): 14.4, ("adaptiv
                    ("adaptive", 0.85): 15.9, ("adaptive", 0.8): 16.9, ("tube", 0.9): 14.7, ("tube", 0.75): 16.2,
                    ("random", 0.9): 14.7, ("random", 0.75): 16.2, ("frame", 0.875): 12.8}
 STAGES = ("sampler", "encoder", "decoder", "loss")
-CLIP = dict(num_frames=16, stride=4)  # the pre-training clip (README: The recipe): 16 frames, temporal stride 4
+CLIP = dict(num_frames=16, stride=4)  # the pre-training clip (docs/recipe.md): 16 frames, temporal stride 4
 VIDEO = dict(width=320, height=240, fps=25, seconds=10)  # Kinetics clips last 10 s; 320x240: a usual re-encode
 SEEK_GOPS = (12, 25, 50, 250)  # keyframe intervals the seek speed-up is measured at
 HD_VIDEOS = ((1280, 720), (1920, 1080))  # real resolutions for the decoding paths: 8 s, 25 fps, a keyframe every 25
@@ -161,7 +161,7 @@ def default_peak_tflops(device, dtype):
 # ----------------------------------------------------------------------------- measuring
 
 # The `device.type == "cuda"` branches (synchronize, peak memory, sync debug mode, device name, peak TFLOP/s)
-# need a GPU: no CPU test reaches them, and the README's Performance section says which GPU runs are still to do.
+# need a GPU: no CPU test reaches them, and docs/performance.md says which GPU runs are still to do.
 
 def sync(device):
     if device.type == "cuda":
@@ -289,7 +289,7 @@ def measure_config(args, mask_type, mask_ratio):
     rss_before = peak_rss()
     cfg = AdaMAEConfig.preset(args.preset, mask_type=mask_type, mask_ratio=mask_ratio)
     model = AdaMAE(cfg).to(device)
-    # The recipe's AdamW (README: The recipe); the learning rate does not change the cost.
+    # The recipe's AdamW (docs/recipe.md); the learning rate does not change the cost.
     optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
     autocast, scaler = amp_setup(args.dtype, device)
     step_model = torch.compile(model) if args.compile else model

@@ -1,6 +1,6 @@
 """See what the sampler sees: the paper's Fig. 4 (and Fig. 1, mask types side by side) for a video,
 from a checkpoint of pretrain.py or the authors' released weights. The pictures are drawn by figures.py
-(what each row shows is written there and in the README).
+(what each row shows is written there and in docs/method.md).
 
     python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --video clip.mp4
     python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --list runs/pretrain/synthetic/val.csv \
@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from adamae import AdaMAE, AdaMAEConfig
-from weights.convert import load_checkpoint_file, load_reference_pretrained
+from engine import load_checkpoint_file
+from weights.convert import load_reference_pretrained
 from data import VideoDataset
 from engine import make_parser
 from pictures.figures import block_name, render, save_blocks

@@ -25,6 +25,8 @@ import torch
 
 from adamae import AdaMAE, AdaMAEConfig
 from engine import load_checkpoint_file
+from weights import huggingface
+from weights.shapes import check_shapes, expected_shapes, state_dict_of
 
 # (reference prefix, our prefix), first match wins. The sampler is the reference's
 # `encoder.get_token_probs` = Sequential(Block, Linear, Flatten) plus `encoder.pos_embed_probs`.
@@ -54,14 +56,6 @@ CLASSIFIER_PREFIXES = [
 # Reference `args` fields that fix the shape or masking of the model -> AdaMAEConfig fields.
 REFERENCE_ARGS = {"mask_ratio": "mask_ratio", "decoder_depth": "decoder_depth",
                   "num_frames": "num_frames", "input_size": "img_size"}
-
-
-def state_dict_of(checkpoint):
-    """The weights inside a checkpoint dict ('model' or 'module' entry), or the dict itself."""
-    for key in ("model", "module"):
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    return checkpoint
 
 
 def rename(state_dict, prefixes):
@@ -170,29 +164,6 @@ def infer_config(state_dict, checkpoint, path, mask_type, patch_key, blocks_pref
     return cfg
 
 
-def expected_shapes(cfg, num_classes=None):
-    """{name: shape} of AdaMAE(cfg) (num_classes None) or of the fine-tuning classifier over its encoder
-    (tokenizer, encoder blocks, fc_norm, head); built on the meta device, so free at any size."""
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in AdaMAE(cfg).state_dict().items()}
-    if num_classes is None:
-        return shapes
-    shapes = {k: v for k, v in shapes.items() if k.startswith(("tokenizer.", "encoder.blocks."))}
-    D = cfg.encoder_dim
-    return {**shapes, "fc_norm.weight": (D,), "fc_norm.bias": (D,), "head.weight": (num_classes, D),
-            "head.bias": (num_classes,)}
-
-
-def check_shapes(state_dict, expected, path, what):
-    """Raise a ValueError naming the file unless state_dict has exactly the expected names and shapes."""
-    missing = sorted(set(expected) - set(state_dict))
-    extra = sorted(set(state_dict) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != expected[k])
-    if missing or extra or wrong:
-        raise ValueError(f"{path}: not a loadable {what}: missing {missing[:8]}, unexpected {extra[:8]}, "
-                         f"mis-shaped {[(k, tuple(state_dict[k].shape), expected[k]) for k in wrong[:8]]}")
-
-
 def file_kind(checkpoint):
     """What a loaded checkpoint is, by its keys: 'pretrain.py' / 'finetune.py' (ours: a 'config' entry),
     'adamae' / 'videomae' (the authors' pre-training files, with or without the sampler), 'classifier'
@@ -230,7 +201,6 @@ def read_pretrained(path):
     Anything else, or a tensor missing or mis-shaped, raises a ValueError naming the file. A folder is read
     as a Hugging Face VideoMAE folder (weights/huggingface.py: a tube model, no sampler)."""
     if Path(path).is_dir():
-        from weights import huggingface  # imports this module
         return huggingface.read_pretrained(path)
     checkpoint, kind = _load(path)
     if kind == "pretrain.py":
@@ -254,7 +224,6 @@ def read_classifier(path):
     inferred from the shapes and `args`), or a Hugging Face VideoMAEForVideoClassification folder
     (weights/huggingface.py). Anything else raises a ValueError naming the file."""
     if Path(path).is_dir():
-        from weights import huggingface  # imports this module
         return huggingface.read_classifier(path)
     checkpoint, kind = _load(path)
     if kind == "finetune.py":

@@ -31,7 +31,7 @@ import torch
 
 from adamae import AdaMAE, AdaMAEConfig
 from engine import load_checkpoint_file
-from weights.convert import check_shapes, expected_shapes, state_dict_of
+from weights.shapes import check_shapes, expected_shapes, state_dict_of
 from weights.safetensors import load_file, save_file
 
 ARCHITECTURES = {"pretraining": "VideoMAEForPreTraining", "encoder": "VideoMAEModel",
