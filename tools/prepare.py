@@ -4,7 +4,7 @@
     python -m tools.prepare kinetics --csv train.csv val.csv --videos k400 --out data/k400 --reencode
     python -m tools.prepare list --list k400_pretrain.txt --data_root /datasets --out data/k400_v2
 
-Owns the step from a data set as published to the lists that data.py reads (docs/data-preparation.md):
+Owns the step from a data set as published to the lists that data.py reads (docs/data.md: From a public data set):
   * annotations  `ssv2_splits`: labels.json (template -> class id) and train.json / validation.json
                  (entries whose id names <id>.webm and whose template has [something] where labels.json
                  has something); `kinetics_splits`: the annotation CSVs (label,youtube_id,time_start,
