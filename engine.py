@@ -99,6 +99,15 @@ def setup_distributed():
     return rank, world, torch.device("cpu")
 
 
+def finish(results, world):
+    """Leave the process group together (a rank tearing gloo down while another still finishes a collective
+    can abort) and hand back `results`."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return results
+
+
 def collective_device():
     """Where a collective's tensors must live: the CPU when the process group has a CPU backend (gloo),
     else the current CUDA device (NCCL has none: a CPU tensor there fails with "No backend type

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -28,7 +27,7 @@ from augment import mix_batch
 from classifier import VideoClassifier, evaluate, left_out_text, load_encoder, topk_accuracy, views_dataset
 from data import VideoDataset
 from demo.synthetic import labelled_demo
-from engine import Epochs, TrainLog, amp_setup, apply_recipe, clip_gradients, find_resume, get_lr, \
+from engine import Epochs, TrainLog, amp_setup, apply_recipe, clip_gradients, find_resume, finish, get_lr, \
     load_checkpoint_file, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, \
     sync_gradients
 from weights.convert import read_classifier, read_pretrained
@@ -408,14 +407,6 @@ def main(argv=None):
         print(f"multi-view top-1: pre-trained {100 * pre['top1']:.1f}% vs from scratch {100 * scr['top1']:.1f}% "
               f"({100 * (pre['top1'] - scr['top1']):+.1f} points)")
     return finish(results, world)
-
-
-def finish(results, world):
-    """Leave the process group together and return the results."""
-    if world > 1:
-        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
-        dist.destroy_process_group()
-    return results
 
 
 if __name__ == "__main__":

@@ -14,15 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from adamae import AdaMAE, AdaMAEConfig
 from data import VideoDataset
 from demo.synthetic import pretraining_demo
-from engine import Epochs, TrainLog, amp_setup, append_jsonl, apply_recipe, clip_gradients, find_resume, get_lr, \
-    load_checkpoint_file, make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, setup_distributed, \
-    sync_gradients
+from engine import Epochs, TrainLog, amp_setup, append_jsonl, apply_recipe, clip_gradients, find_resume, finish, \
+    get_lr, load_checkpoint_file, make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, \
+    setup_distributed, sync_gradients
 from metrics import describe_sampler, load_probe_clips, measure_sampler
 from pictures.figures import save_figure
 
@@ -202,9 +201,7 @@ def main(argv=None):
     if probe:
         probe.measure(step, "final")
         print(f"checkpoint: {ckpt_path}")
-    if world > 1:
-        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
-        dist.destroy_process_group()
+    finish(None, world)
 
 
 def load_checkpoint(path, model, optimizer, scaler):

@@ -10,11 +10,10 @@ in the same order). Rows of unreadable videos are NaN. Under torchrun every proc
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
 
 from classifier import encode_views
 from data import load_samples
-from engine import make_parser, setup_distributed
+from engine import finish, make_parser, setup_distributed
 from tools.encoder import ENCODER_OPTIONS, ENCODER_TYPES, autocast_and_batch, load_encoder_for, views_of
 
 OPTIONS = {
@@ -55,10 +54,7 @@ def main(argv=None):
     args = get_args(argv)
     rank, world, device = setup_distributed()
     feats = write_features(args, rank, world, device)
-    if world > 1:
-        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
-        dist.destroy_process_group()
-    return feats
+    return finish(feats, world)
 
 
 if __name__ == "__main__":

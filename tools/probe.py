@@ -15,12 +15,11 @@ import math
 import time
 
 import torch
-import torch.distributed as dist
 
 from classifier import encode_views, labelled_subset, mean_and_error, probe
 from data import load_samples
 from demo.synthetic import labelled_demo
-from engine import make_parser, setup_distributed
+from engine import finish, make_parser, setup_distributed
 from tools.encoder import ENCODER_OPTIONS, ENCODER_TYPES, autocast_and_batch, load_encoder_for, views_of
 
 OPTIONS = {
@@ -112,10 +111,7 @@ def main(argv=None):
     results = run_probes(args, rank, world, device)
     if rank == 0:
         print_comparison(results, args)
-    if world > 1:
-        dist.barrier()  # a rank tearing gloo down while another still finishes a collective can abort
-        dist.destroy_process_group()
-    return results
+    return finish(results, world)
 
 
 if __name__ == "__main__":
