@@ -50,6 +50,7 @@ class Recipe:
     drop_path: float
     sampling: str          # dense (frames at a fixed stride) | segment (one frame per segment)
     stride: int
+    num_workers: int       # DataLoader processes per process
     flip: bool
     min_scale: float       # random resized crop: smallest share of the frame's area
     rand_aug: str          # RandAugment spec; '' = off
@@ -62,7 +63,7 @@ class Recipe:
 
 
 PAPER = Recipe(pretrained="", compare=False, batch_size=8, epochs=100, warmup_epochs=5, base_lr=1e-3, min_lr=1e-6,
-               weight_decay=0.05, layer_decay=0.75, drop_path=0.1, sampling="dense", stride=4, flip=True,
+               weight_decay=0.05, layer_decay=0.75, drop_path=0.1, sampling="dense", stride=4, num_workers=2, flip=True,
                min_scale=0.08, rand_aug="rand-m7-n4-mstd0.5-inc1", reprob=0.25, mixup=0.8, cutmix=1.0,
                smoothing=0.1, test_clips=5, test_crops=3)
 RECIPES = {
@@ -74,7 +75,7 @@ RECIPES = {
     # The CPU demo: the pre-training demo's checkpoint, then from scratch, on 280 labelled videos (docs/recipe.md
     # says why each value differs from the paper's). Square videos: one crop is all a test view needs.
     "demo": Recipe(**{**vars(PAPER), "pretrained": "runs/pretrain/checkpoint.pt", "compare": True, "epochs": 5,
-                      "warmup_epochs": 1, "base_lr": 0.03, "flip": False, "test_clips": 2, "test_crops": 1}),
+                      "warmup_epochs": 1, "base_lr": 0.03, "num_workers": 1, "flip": False, "test_clips": 2, "test_crops": 1}),
 }
 
 # ----------------------------------------------------------------------------- options
@@ -93,7 +94,7 @@ OPTIONS = {
     "reprob": (None, "random erasing: probability of one box, the same on every frame, of N(0, 1) noise; 0 = off"),
     "test_clips": (None, "final test: temporal clips per video, spread evenly"),
     "test_crops": (None, "final test: spatial crops per clip along the long side"),
-    "num_workers": (2, "DataLoader processes per GPU"),
+    "num_workers": (None, "DataLoader processes per GPU"),
     # model
     "pretrained": (None, "pre-training checkpoint: pretrain.py's, the authors' AdaMAE file, VideoMAE's, or a Hugging "
                          "Face VideoMAE folder (weights/huggingface.py); its config (inferred for the authors' and "
@@ -133,7 +134,7 @@ OPTIONS = {
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
 }
 TYPES = {"data": str, "val": str, "num_classes": int, "sampling": str, "stride": int, "flip": bool,
-         "min_scale": float, "rand_aug": str, "reprob": float, "test_clips": int, "test_crops": int,
+         "min_scale": float, "rand_aug": str, "reprob": float, "test_clips": int, "num_workers": int, "test_crops": int,
          "pretrained": str, "compare": bool, "drop_path": float, "batch_size": int, "epochs": int,
          "warmup_epochs": int, "base_lr": float, "min_lr": float, "weight_decay": float, "layer_decay": float,
          "clip_grad": float, "mixup": float, "cutmix": float, "smoothing": float, "dtype": str, "resume": str,

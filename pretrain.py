@@ -40,6 +40,7 @@ class Recipe:
     weight_decay: float
     beta2: float
     stride: int            # frames between sampled frames
+    num_workers: int       # DataLoader processes per process
     eval_every: int        # steps between measurements of the sampler
     vis_every: int         # steps between pictures
 
@@ -47,11 +48,11 @@ class Recipe:
 RECIPES = {
     # Sec. 4 "Pre-training setting": ViT-B, 800 epochs of AdamW, 32 clips per GPU on 8 GPUs, K400's stride 4.
     "paper": Recipe(preset="base", mask_ratio=0.95, batch_size=32, epochs=800, warmup_epochs=40, base_lr=1.5e-4,
-                    min_lr=1e-5, weight_decay=0.05, beta2=0.95, stride=4, eval_every=200, vis_every=500),
+                    min_lr=1e-5, weight_decay=0.05, beta2=0.95, stride=4, num_workers=2, eval_every=200, vis_every=500),
     # What 2 CPU cores train in about 3 minutes: the tiny preset on 144 generated videos, 540 steps; a higher lr
     # because 540 steps at the paper's lr would barely move the weights (docs/recipe.md).
     "demo": Recipe(preset="tiny", mask_ratio=0.95, batch_size=8, epochs=30, warmup_epochs=2, base_lr=0.03,
-                   min_lr=3e-4, weight_decay=0.05, beta2=0.95, stride=4, eval_every=100, vis_every=250),
+                   min_lr=3e-4, weight_decay=0.05, beta2=0.95, stride=4, num_workers=1, eval_every=100, vis_every=250),
 }
 
 # ----------------------------------------------------------------------------- options
@@ -61,7 +62,7 @@ OPTIONS = {
     "data": (None, "VideoMAE list file ('path label' per line) or a folder of videos; none: the demo's generated set"),
     "stride": (None, "temporal stride between sampled frames (K400: 4; SSv2: 2)"),
     "repeat_aug": (1, "clips cut from each decoded video (repeated augmentation: one decode, several clips)"),
-    "num_workers": (2, "DataLoader processes per GPU"),
+    "num_workers": (None, "DataLoader processes per GPU"),
     "decode": ("fast", "fast: crop and scale in FFmpeg | exact: full-resolution RGB, crop and resize in torch"),
     "synthetic_background": ("flat", "without --data: the generated videos' background, "
                                      "flat | gradient | texture | texture_object (demo/synthetic.py)"),
@@ -100,7 +101,7 @@ OPTIONS = {
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
 TYPES = {"data": str, "stride": int, "preset": str, "mask_ratio": float, "batch_size": int, "epochs": int,
-         "warmup_epochs": int, "base_lr": float, "min_lr": float, "weight_decay": float, "beta2": float,
+         "warmup_epochs": int, "num_workers": int, "base_lr": float, "min_lr": float, "weight_decay": float, "beta2": float,
          "clip_grad": float, "sampling_weight": float, "sampler_dropout": float, "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int,
          "eval_every": int, "vis_every": int}
 
