@@ -62,9 +62,6 @@ def finetune_numbers(out_dir):
     for arm in ("pretrained", "scratch"):
         test = [r for r in read_log(out_dir / arm / "log.jsonl") if "test" in r][-1]
         numbers[f"{arm}_top1"], numbers[f"{arm}_best_val_top1"] = test["top1"], test["best_val_top1"]
-        train = [r for r in read_log(out_dir / arm / "log.jsonl") if "train_top1" in r]
-        if train:
-            numbers[f"{arm}_train_top1"] = train[-1]["train_top1"]
     return numbers
 
 
