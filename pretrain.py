@@ -1,6 +1,6 @@
 """Pre-train AdaMAE (paper Sec. 3.2 and 4).
 
-    python pretrain.py                                        # recipe demo: generated videos, tiny model, CPU, ~3 min
+    python pretrain.py                                        # recipe demo: generated videos, tiny model, CPU, ~5 min
     torchrun --nproc_per_node=8 pretrain.py --data k400.csv   # recipe paper: ViT-B, rho 0.95, 32 clips/GPU, 800 epochs
 
 One script for CPU, one GPU and N GPUs: DDP only when torchrun sets RANK. Each optimizer step draws the
@@ -49,7 +49,7 @@ RECIPES = {
     # Sec. 4 "Pre-training setting": ViT-B, 800 epochs of AdamW, 32 clips per GPU on 8 GPUs, K400's stride 4.
     "paper": Recipe(preset="base", mask_ratio=0.95, batch_size=32, epochs=800, warmup_epochs=40, base_lr=1.5e-4,
                     min_lr=1e-5, weight_decay=0.05, beta2=0.95, stride=4, num_workers=2, eval_every=200, vis_every=500),
-    # What 2 CPU cores train in about 3 minutes: the tiny preset on 144 generated videos, 540 steps; a higher lr
+    # What 2 CPU cores train in about 5 minutes: the tiny preset on 144 generated videos, 540 steps; a higher lr
     # because 540 steps at the paper's lr would barely move the weights (docs/recipe.md).
     "demo": Recipe(preset="tiny", mask_ratio=0.95, batch_size=8, epochs=30, warmup_epochs=2, base_lr=0.03,
                    min_lr=3e-4, weight_decay=0.05, beta2=0.95, stride=4, num_workers=1, eval_every=100, vis_every=250),
