@@ -4,6 +4,7 @@ an interrupted one that resumes, and the command line."""
 
 import csv
 import json
+import multiprocessing
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from data import read_list, video_length
+from data import find_videos, read_list, video_length
 from demo.synthetic import write_video
 from tools import prepare, reencode
 
@@ -91,6 +92,20 @@ def test_ssv2_lists_classes_and_report(ssv2, tmp_path):
     assert summary["lists"] == {"train.csv": 2, "val.csv": 0} and summary["out_bytes"] == 0
 
 
+def test_ssv2_reencode_keeps_a_small_video_s_size_and_every_frame(ssv2, tmp_path):
+    annotations, videos = ssv2
+    out = tmp_path / "out"
+    summary = prepare.main(["ssv2", "--annotations", str(annotations), "--videos", str(videos), "--out", str(out),
+                            "--reencode", "--workers", "1"])
+    assert (out / "train.csv").read_text() == "videos/1.mp4 0\nvideos/2.mp4 1\n"
+    for path, _ in read_list(out / "train.csv"):  # VP9 webm -> H.264 MP4, 64x48 under the 320 short side: kept
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 64, 48)
+        assert video_length(path) == FRAMES
+    assert summary["counts"] == {"encoded": 2, "unreadable": 1, "missing": 1}
+
+
 def test_ssv2_template_that_names_no_class_is_an_error(ssv2):
     annotations, videos = ssv2
     entries = json.loads((annotations / "train.json").read_text())
@@ -105,11 +120,16 @@ def keyframes(path):
         return [i for i, p in enumerate(p for p in container.demux(video=0) if p.size) if p.is_keyframe]
 
 
-def test_kinetics_reencode_in_two_processes(kinetics, tmp_path):
+def test_kinetics_reencode_in_two_processes(kinetics, tmp_path, monkeypatch, capsys):
     table, videos = kinetics
-    out = tmp_path / "out"
+    out, pools, pool = tmp_path / "out", [], multiprocessing.Pool
+    monkeypatch.setattr(multiprocessing, "Pool", lambda n: pools.append(n) or pool(n))
     summary = prepare.main(["kinetics", "--csv", str(table), "--videos", str(videos), "--out", str(out),
                             "--reencode", "--short_side", "32", "--gop", "5", "--workers", "2"])
+    printed = capsys.readouterr()
+    assert pools == [2] and "3/3" in printed.err.splitlines()[-1]  # the progress bar's last state: all 3 videos
+    size = f"inputs {summary['in_bytes'] / 1e6:.1f} MB -> copies {summary['out_bytes'] / 1e6:.1f} MB"
+    assert size in printed.out and f"{summary['seconds']:.1f} s, " in printed.out
     assert (out / "classes.txt").read_text().splitlines() == ["abseiling", "playing cards, poker"]
     assert (out / "train.csv").read_text() == ("videos/abseiling/aaa_000010_000020.mp4 0\n"
                                                "videos/bbb_000000_000010.mp4 1\n")
@@ -125,7 +145,7 @@ def test_kinetics_reencode_in_two_processes(kinetics, tmp_path):
         assert starts[0] == 0 and max(np.diff(starts + [FRAMES])) <= 5
     assert summary["counts"] == {"encoded": 2, "unreadable": 1, "missing": 1}
     assert 0 < summary["out_bytes"] < summary["in_bytes"] and summary["seconds"] > 0
-    assert not list(out.rglob("*.partial.mp4"))
+    assert not list(out.rglob("*.partial"))
 
 
 def test_scaled_size_never_upscales_and_stays_even():
@@ -139,22 +159,24 @@ def test_interrupted_reencode_resumes_without_redoing_finished_files(kinetics, t
     write_video(videos / "ddd_000030_000040.mp4", frames(3, 64, 96))  # no clip missing this time
     args = ["kinetics", "--csv", str(table), "--videos", str(videos), "--out", str(tmp_path / "out"),
             "--reencode", "--short_side", "32", "--workers", "1"]
-    transcode, calls = reencode._transcode, []
+    transcode, calls, copies = reencode._transcode, [], tmp_path / "out" / "videos"
 
     def interrupted(*a):  # the second video is written in full, then Ctrl-C comes before the rename
         calls.append(transcode(*a))
         if len(calls) == 2:
+            calls.append(sorted(p.name for p in copies.rglob("*") if p.is_file()))
             raise KeyboardInterrupt
 
     monkeypatch.setattr(reencode, "_transcode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare.main(args)
-    copies = tmp_path / "out" / "videos"
+    assert calls[2] == ["aaa_000010_000020.mp4", "bbb_000000_000010.mp4.partial"]  # not yet under its own name
     first, second = copies / "abseiling" / "aaa_000010_000020.mp4", copies / "bbb_000000_000010.mp4"
-    assert first.is_file() and not second.exists() and not list(copies.rglob("*.partial.mp4"))
+    assert first.is_file() and not second.exists() and not list(copies.rglob("*.partial"))
     before = first.stat()
-    stale = copies / "ddd_000030_000040.partial.mp4"  # what a killed run (no clean-up) leaves
+    stale = copies / "ddd_000030_000040.mp4.partial"  # what a killed run (no clean-up) leaves
     stale.write_bytes(b"torn")
+    assert [p for p, _ in find_videos(copies)] == [str(first)]  # a torn file is no video to a folder scan
     monkeypatch.setattr(reencode, "_transcode", transcode)
     summary = prepare.main(args[:-1] + ["2"])
     assert summary["counts"] == {"finished": 1, "encoded": 2, "unreadable": 1, "missing": 0}

@@ -12,7 +12,7 @@ Owns the step from a data set as published to the lists that data.py reads (docs
                  the --videos folders; `list_splits`: a list file in any form `data.read_list` reads (--data_root)
   * videos       `process`: check that a video's first frame decodes, or re-encode it (`reencode`: short
                  side --short_side, never upscaled; H.264, a keyframe every --gop frames, no audio; written
-                 under a temporary name, then renamed); `run_all`: --workers processes behind a progress
+                 under <name>.partial, then renamed); `run_all`: --workers processes behind a progress
                  bar. A finished output is skipped, so an interrupted run resumes where it stopped.
   * outputs      one list per split, <split>.csv (`path label`, single space; `path 0 -1` without a
                  label), readable videos only; classes.txt (line k names class k); missing.txt (named by
@@ -219,9 +219,9 @@ def summary_text(summary, out):
     size = f"inputs {summary['in_bytes'] / 1e6:.1f} MB"
     if summary["out_bytes"]:
         size += f" -> copies {summary['out_bytes'] / 1e6:.1f} MB ({summary['out_bytes'] / summary['in_bytes']:.0%})"
-    seconds = summary["seconds"]
+    seconds, opened = summary["seconds"], sum(n for status, n in summary["counts"].items() if status != "missing")
     return (f"{out}: {lists}{classes}\nvideos: {counts} (missing.txt and unreadable.txt name them)\n"
-            f"{size}; {seconds:.1f} s, {sum(summary['counts'].values()) / seconds:.1f} videos/s")
+            f"{size}; {seconds:.1f} s, {opened / seconds:.1f} videos/s")
 
 
 # ----------------------------------------------------------------------------- command line

@@ -46,13 +46,14 @@ def _transcode(source, container, short_side, gop):
 
 
 def reencode(source, output, short_side=SHORT_SIDE, gop=GOP):
-    """source -> H.264 MP4 at `output` (see `_transcode`); written to <stem>.partial.mp4 and renamed when
-    complete, so `output` is either absent or whole. Raises on a video that does not decode."""
+    """source -> H.264 MP4 at `output` (see `_transcode`); written to <name>.partial and renamed when complete,
+    so `output` is either absent or whole, and a torn file left by a killed run has no video extension: no
+    folder scan (`data.find_videos`) takes it for a video. Raises on a video that does not decode."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.stem + ".partial.mp4")
+    partial = output.with_name(output.name + ".partial")
     try:
-        with av.open(str(partial), "w") as container:
+        with av.open(str(partial), "w", format="mp4") as container:
             if _transcode(source, container, short_side, gop) == 0:
                 raise VideoError(source, "no frame could be decoded")
     except BaseException:  # an error or an interrupt: leave nothing half-written behind
