@@ -1,8 +1,11 @@
 """bench.py: one real benchmarked configuration end to end, the FLOP count against torch's counter,
 the host-read detector, and the data-pipeline measurements on a short generated video."""
 
+import itertools
 import json
 import math
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import av
@@ -127,3 +130,23 @@ def test_prepared_copy_against_its_source_and_workers_per_gpu(tmp_path, monkeypa
     source_rate, prepared_rate = (row["clips_per_s_per_worker"] for row in result["rows"][:2])
     assert result["speedup"] == prepared_rate / source_rate
     assert "| prepared 48x32 | 1 |" in bench.prepared_report(result)
+
+
+def table_numbers(text, header):
+    """The numbers of each row of the markdown table under `header` in `text` (1280×720 and 1280x720 alike)."""
+    lines = text[text.index(header):].splitlines()[2:]
+    rows = itertools.takewhile(lambda line: line.startswith("|"), lines)
+    return [re.findall(r"\d+(?:\.\d+)?", row) for row in rows]
+
+
+def test_performance_doc_prepared_table_is_the_bench_json():
+    """docs/performance.md's table of the prepared copy against its source holds bench's own numbers."""
+    docs = Path(__file__).parent.parent / "docs"
+    prepared = json.loads((docs / "results" / "bench_data.json").read_text())["prepared"]
+    header = "| video | repeat_aug | clips/s per worker | worker CPU ms/clip | workers per GPU |"
+    doc, report = (docs / "performance.md").read_text(), bench.prepared_report(prepared)
+    assert table_numbers(doc, header) == table_numbers(report, header) and len(prepared["rows"]) == 4
+    for number in (f"{prepared['train_gflop_per_clip']:.0f} GFLOP", f"so {prepared['train_clips_per_s']:.0f} clips/s",
+                   f"{prepared['feed_mfu']:.0%} MFU of {prepared['feed_peak_tflops']:g} TFLOP/s",
+                   f"{prepared['speedup']:.1f}× the clips/s", f"({prepared['cpu_speedup']:.1f}× less worker CPU"):
+        assert number in doc
