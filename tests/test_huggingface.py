@@ -224,9 +224,10 @@ def test_finetune_takes_folders_for_pretrained_and_eval(synthetic_root, tmp_path
     printed = capsys.readouterr().out
     assert f"loaded 26 tensors (tokenizer, 2 encoder blocks) from {FIXTURES / 'pretraining'}" in printed  # 2 + 2 x 12
     assert "18 tokens (2, 3, 3)" in printed and result["videos"] == 4
-    result = finetune.main([*common, "--eval", "--resume", str(FIXTURES / "classifier"),
+    result = finetune.main([*common, "--eval", "--resume", str(FIXTURES / "classifier"), "--num_frames", "8",
                             "--out_dir", str(tmp_path / "eval")])["eval"]
-    assert "4 classes" in capsys.readouterr().out and result["videos"] == 4 and 0 <= result["top1"] <= 1
+    assert "4 classes, 36 tokens (4, 3, 3)" in capsys.readouterr().out  # the folder's 4 frames run at 8
+    assert result["videos"] == 4 and 0 <= result["top1"] <= 1
 
 
 # ----------------------------------------------------------------------------- tools.export_hf
