@@ -25,6 +25,7 @@ from engine import all_reduce, gather_rows
 from tokenizer import Tokenizer, sinusoid_table
 from vit import Transformer, init_weights
 from weights.convert import read_classifier, read_pretrained
+from weights.resize import at_clip_size
 
 # ----------------------------------------------------------------------------- model
 
@@ -229,23 +230,27 @@ def views_dataset(source, cfg, stride, sampling, test_clips, test_crops):
                         sampling=sampling, test_clips=test_clips, test_crops=test_crops)
 
 
-def frozen_encoder(device, resume=None, pretrained=None, scratch=False, preset="tiny", seed=0):
+def frozen_encoder(device, resume=None, pretrained=None, scratch=False, preset="tiny", seed=0, num_frames=None,
+                   img_size=None):
     """(VideoClassifier in eval mode without gradients, where its weights come from): the encoder of a fine-tuned
     classifier (`resume`), of a pre-training checkpoint (`pretrained`), or random weights drawn with `seed`
     (`scratch`; the architecture of `pretrained` if given, else `preset`), the baseline that shows what
-    pre-training added. Only the encoder is used: `VideoClassifier.features`."""
+    pre-training added. Only the encoder is used: `VideoClassifier.features`. num_frames / img_size (None:
+    the checkpoint's) run the same weights at another clip size."""
     if scratch:
         cfg = read_pretrained(pretrained)[0] if pretrained else AdaMAEConfig.preset(preset)
+        state, num_classes, source = None, 1, f"random weights (seed {seed})"
         torch.manual_seed(seed)
-        model, source = VideoClassifier(cfg, 1), f"random weights (seed {seed})"
     elif resume:
         cfg, state, num_classes = read_classifier(resume)
-        model, source = VideoClassifier(cfg, num_classes), f"the encoder of {resume}"
-        model.load_state_dict(state)
+        source = f"the encoder of {resume}"
     elif pretrained:
-        cfg, state = read_pretrained(pretrained)
-        model, source = VideoClassifier(cfg, 1), f"the encoder of {pretrained}"
-        load_encoder(model, state)
+        (cfg, state), num_classes, source = read_pretrained(pretrained), 1, f"the encoder of {pretrained}"
     else:
         raise ValueError("which encoder? --pretrained (pre-training checkpoint), --resume (classifier) or --scratch")
+    model = VideoClassifier(at_clip_size(cfg, num_frames, img_size), num_classes)
+    if resume and not scratch:
+        model.load_state_dict(state)
+    elif state is not None:
+        load_encoder(model, state)
     return model.to(device).eval().requires_grad_(False), source

@@ -1,19 +1,24 @@
 """Hugging Face VideoMAE folders: safetensors without the library, the readers against outputs transformers
 computed (tests/fixtures/hf, made by tests/fixtures/make_hf_fixtures.py), the writer's layout and round trip,
-the refusals, and finetune.py on folders. No network and no transformers here."""
+the refusals, tools.export_hf, and finetune.py, predict, features and visualize on folders. No network and no
+transformers here."""
 
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import finetune
 from adamae import AdaMAE, AdaMAEConfig
-from classifier import VideoClassifier, load_encoder
+from classifier import VideoClassifier, evaluate, load_encoder
+from data import VideoDataset, load_samples
 from tokenizer import sinusoid_table
+from tools import export_hf, features, predict, visualize
 from weights import convert, huggingface
 from weights.safetensors import load_file, save_file
 
@@ -219,6 +224,119 @@ def test_finetune_takes_folders_for_pretrained_and_eval(synthetic_root, tmp_path
     printed = capsys.readouterr().out
     assert f"loaded 26 tensors (tokenizer, 2 encoder blocks) from {FIXTURES / 'pretraining'}" in printed  # 2 + 2 x 12
     assert "18 tokens (2, 3, 3)" in printed and result["videos"] == 4
-    result = finetune.main([*common, "--eval", "--resume", str(FIXTURES / "classifier"),
+    result = finetune.main([*common, "--eval", "--resume", str(FIXTURES / "classifier"), "--num_frames", "8",
                             "--out_dir", str(tmp_path / "eval")])["eval"]
-    assert "4 classes" in capsys.readouterr().out and result["videos"] == 4 and 0 <= result["top1"] <= 1
+    assert "4 classes, 36 tokens (4, 3, 3)" in capsys.readouterr().out  # the folder's 4 frames run at 8
+    assert result["videos"] == 4 and 0 <= result["top1"] <= 1
+
+
+# ----------------------------------------------------------------------------- tools.export_hf
+
+def scrambled(module):
+    """Every tensor drawn non-trivially (the k bias and the sampler included), in eval mode."""
+    torch.manual_seed(0)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return module.eval()
+
+
+def test_export_hf_writes_our_checkpoints_and_reads_back_the_same_outputs(tmp_path, capsys):
+    cfg = AdaMAEConfig(img_size=16, num_frames=4, patch_size=4, encoder_dim=16, encoder_depth=2, encoder_heads=2,
+                       decoder_dim=8, decoder_depth=1, decoder_heads=2)  # adaptive: a sampler to leave out
+    adamae = scrambled(AdaMAE(cfg))
+    torch.save({"config": cfg.to_dict(), "model": adamae.state_dict()}, tmp_path / "pretrain.pt")  # pretrain.py's
+    video, mask = torch.randn(2, 3, 4, 16, 16), adamae.sample(torch.zeros(2, cfg.num_tokens, 1))[1]
+
+    result = export_hf.main([str(tmp_path / "pretrain.pt"), str(tmp_path / "pre")])
+    assert result["architecture"] == "VideoMAEForPreTraining" and result["left_out"]
+    assert all(k.startswith("sampler.") for k in result["left_out"])
+    assert f"{len(result['left_out'])} tensors of sampler" in capsys.readouterr().out
+    read_cfg, state = convert.read_pretrained(tmp_path / "pre")
+    assert read_cfg == replace(cfg, mask_type="tube", mask_ratio=0.9)  # no sampler: a tube model
+    back = AdaMAE(read_cfg).eval()
+    back.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(back(video, mask).pred, adamae(video, mask).pred, rtol=0, atol=1e-5)
+
+    result = export_hf.main([str(tmp_path / "pretrain.pt"), str(tmp_path / "enc"), "--encoder_only"])
+    assert result["architecture"] == "VideoMAEModel"
+    assert {k.split(".")[0] for k in result["left_out"]} == {"sampler", "encoder_to_decoder", "mask_token",
+                                                             "decoder", "head"}
+    assert not any(k.startswith("videomae.") for k in load_file(tmp_path / "enc" / "model.safetensors"))
+    _, state = huggingface.read_pretrained(tmp_path / "enc")
+    encoder = AdaMAE(read_cfg).eval()
+    assert encoder.load_state_dict(state, strict=False).missing_keys == [
+        k for k in back.state_dict() if k.startswith(("encoder_to_decoder", "mask_token", "decoder.", "head."))]
+    with torch.no_grad():
+        tokens, everything = adamae.tokenizer(video), torch.arange(cfg.num_tokens).expand(2, -1)
+        torch.testing.assert_close(encoder.encode(encoder.tokenizer(video), everything),
+                                   adamae.encode(tokens, everything), rtol=0, atol=1e-5)
+
+
+def test_export_hf_writes_a_classifier_with_its_class_names(tmp_path):
+    cfg = AdaMAEConfig(img_size=16, num_frames=4, patch_size=4, encoder_dim=16, encoder_depth=2, encoder_heads=2)
+    model = scrambled(VideoClassifier(cfg, num_classes=3))
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict()}, tmp_path / "best.pt")  # finetune.py's
+    (tmp_path / "names.txt").write_text("walk\nrun\njump\n")
+    result = export_hf.main([str(tmp_path / "best.pt"), str(tmp_path / "cls"), "--classes", str(tmp_path / "names.txt")])
+    assert result == {"architecture": "VideoMAEForVideoClassification", "tensors": len(model.state_dict()),
+                      "left_out": []}
+    config = json.loads((tmp_path / "cls" / "config.json").read_text())
+    assert config["id2label"] == {"0": "walk", "1": "run", "2": "jump"} and config["use_mean_pooling"] is True
+    read_cfg, state, num_classes = convert.read_classifier(tmp_path / "cls")
+    back = VideoClassifier(read_cfg, num_classes).eval()
+    back.load_state_dict(state)
+    video = torch.randn(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back(video), model(video), rtol=0, atol=1e-5)
+
+    with pytest.raises(ValueError, match="--encoder_only: .*best.pt is a fine-tuned classifier"):
+        export_hf.main([str(tmp_path / "best.pt"), str(tmp_path / "x"), "--encoder_only"])
+    with pytest.raises(ValueError, match="--classes: .*pretraining is a pre-training checkpoint"):
+        export_hf.main([str(FIXTURES / "pretraining"), str(tmp_path / "x"), "--classes", str(tmp_path / "names.txt")])
+    (tmp_path / "names.txt").write_text("walk\nrun\n")
+    with pytest.raises(ValueError, match="2 class names for a classifier of 3 classes"):
+        export_hf.main([str(tmp_path / "best.pt"), str(tmp_path / "x"), "--classes", str(tmp_path / "names.txt")])
+
+
+# ----------------------------------------------------------------------------- the tools on folders, other sizes
+
+def test_predict_takes_a_classifier_folder_at_another_clip_size(synthetic_root):
+    video = load_samples(synthetic_root / "val.csv")[0][0]
+    ranked = predict.main([video, "--resume", str(FIXTURES / "classifier"), "--num_frames", "8", "--img_size", "16",
+                           "--test_clips", "2", "--test_crops", "1", "--stride", "2"])
+    cfg, state, num_classes = convert.read_classifier(FIXTURES / "classifier")
+    cfg = replace(cfg, num_frames=8, img_size=16)  # the fixture's 4 frames of 12 px, run at 8 of 16
+    model = VideoClassifier(cfg, num_classes)
+    model.load_state_dict(state)
+    views = VideoDataset([(video, 0)], 8, stride=2, img_size=16, train=False, test_clips=2, test_crops=1)
+    probs = evaluate(model, views, torch.device("cpu"), torch.autocast("cpu", enabled=False), batch_size=1)[0][0]
+    assert [c for c, _, _ in ranked] == probs.topk(4).indices.tolist()
+    assert [p for _, _, p in ranked] == pytest.approx(probs.topk(4).values.tolist(), abs=1e-6)
+
+
+def test_features_take_a_pretraining_folder_at_another_clip_size(synthetic_root, tmp_path):
+    video = load_samples(synthetic_root / "val.csv")[0][0]
+    features.main([str(tmp_path / "f.npy"), "--data", video, "--pretrained", str(FIXTURES / "pretraining"),
+                   "--num_frames", "8", "--img_size", "16", "--test_clips", "2", "--test_crops", "1", "--stride", "2",
+                   "--num_workers", "0"])
+    cfg, state = convert.read_pretrained(FIXTURES / "pretraining")
+    model = VideoClassifier(replace(cfg, num_frames=8, img_size=16), 1).eval()
+    load_encoder(model, state)
+    views = VideoDataset([(video, 0)], 8, stride=2, img_size=16, train=False, test_clips=2, test_crops=1)[0][0]
+    with torch.no_grad():
+        expected = model.features(views).mean(dim=0)  # (D,) over the 2 views
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), expected[None].numpy(), atol=1e-5)
+
+
+def test_visualize_draws_a_pretraining_folder_and_names_what_an_encoder_folder_lacks(synthetic_root, tmp_path):
+    video = load_samples(synthetic_root / "val.csv")[0][0]
+    png, _ = visualize.main(["--checkpoint", str(FIXTURES / "pretraining"), "--video", video, "--out", str(tmp_path),
+                             "--compare", "random,tube", "--animation", "none", "--stride", "2"])
+    assert png.is_file() and visualize.load_model(FIXTURES / "pretraining", mask_ratio=0.5).cfg.mask_ratio == 0.5
+    with pytest.raises(ValueError, match="it has no sampler"):
+        visualize.main(["--checkpoint", str(FIXTURES / "pretraining"), "--video", video, "--out", str(tmp_path),
+                        "--mask_type", "adaptive", "--animation", "none"])
+    with pytest.raises(ValueError, match=r"encoder: not a loadable model to draw: VideoMAEForPreTraining .it needs "
+                                         r"the decoder.: missing \['decoder.blocks"):
+        visualize.load_model(FIXTURES / "encoder")

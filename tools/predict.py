@@ -3,17 +3,17 @@
     python -m tools.predict clip.mp4 --resume runs/finetune/pretrained/best.pt --classes names.txt
 """
 
-from pathlib import Path
-
 from classifier import VideoClassifier, evaluate
 from data import video_length
 from engine import amp_setup, make_parser
-from tools.encoder import ENCODER_OPTIONS, ENCODER_TYPES, default_device, views_of
+from tools.encoder import ENCODER_OPTIONS, ENCODER_TYPES, default_device, read_class_names, views_of
 from weights.convert import read_classifier
+from weights.resize import at_clip_size
 
 OPTIONS = {
     "classes": (None, "class names, one per line (line i = class i)"),
-    **{k: ENCODER_OPTIONS[k] for k in ("resume", "sampling", "stride", "test_clips", "test_crops", "dtype")},
+    **{k: ENCODER_OPTIONS[k] for k in ("resume", "num_frames", "img_size", "sampling", "stride", "test_clips",
+                                          "test_crops", "dtype")},
 }
 
 
@@ -22,23 +22,15 @@ def get_args(argv=None):
     parser.add_argument("video", help="the video to classify")
     args = parser.parse_args(argv)
     if args.resume is None:
-        parser.error("--resume FILE is required: a classifier (finetune.py's best.pt or checkpoint.pt, or a "
-                     "VideoMAE/AdaMAE fine-tuned file)")
+        parser.error("--resume FILE is required: a classifier (finetune.py's best.pt or checkpoint.pt, a "
+                     "VideoMAE/AdaMAE fine-tuned file, or a Hugging Face VideoMAEForVideoClassification folder)")
     return args
-
-
-def read_class_names(path, num_classes):
-    """One class name per line, line i = class i; the count must match the classifier's."""
-    names = Path(path).read_text().splitlines()
-    if len(names) != num_classes:
-        raise ValueError(f"{path}: {len(names)} class names for a classifier of {num_classes} classes "
-                         f"(one name per line, line i = class i)")
-    return names
 
 
 def predict(args, device):
     """The --resume classifier's top-5 classes of the video with their probabilities: [(class, name, p)]."""
     cfg, state, num_classes = read_classifier(args.resume)
+    cfg = at_clip_size(cfg, args.num_frames, args.img_size)
     names = read_class_names(args.classes, num_classes) if args.classes else [str(c) for c in range(num_classes)]
     video_length(args.video)  # an unreadable video stops here, named, instead of being swapped for another
     model = VideoClassifier(cfg, num_classes).to(device)

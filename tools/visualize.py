@@ -1,6 +1,6 @@
 """See what the sampler sees: the paper's Fig. 4 (and Fig. 1, mask types side by side) for a video,
-from a checkpoint of pretrain.py or the authors' released weights. The pictures are drawn by figures.py
-(what each row shows is written there and in docs/method.md).
+from a checkpoint of pretrain.py, the authors' released weights or a Hugging Face VideoMAEForPreTraining
+folder. The pictures are drawn by figures.py (what each row shows is written there and in docs/method.md).
 
     python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --video clip.mp4
     python -m tools.visualize --checkpoint runs/pretrain/checkpoint.pt --list runs/pretrain/synthetic/val.csv \
@@ -13,7 +13,9 @@ import torch
 
 from adamae import AdaMAE, AdaMAEConfig
 from engine import load_checkpoint_file
+from weights import huggingface
 from weights.convert import load_reference_pretrained
+from weights.shapes import check_shapes, expected_shapes
 from data import VideoDataset
 from engine import make_parser
 from pictures.figures import block_name, render, save_blocks
@@ -23,7 +25,8 @@ from sampler import BASELINE_MASKS, MASK_TYPES
 # name: (default, help). argparse is generated from this table, as in pretrain.py.
 DEFAULTS = {
     # what to draw
-    "checkpoint": (None, "pretrain.py checkpoint, or an authors' released pre-training checkpoint (required)"),
+    "checkpoint": (None, "pretrain.py checkpoint, an authors' released pre-training checkpoint, or a Hugging Face "
+                         "VideoMAEForPreTraining folder (required)"),
     "video": (None, "a video file (or give --list)"),
     "list": (None, "a VideoMAE list file ('path label' per line); --index picks the line"),
     "index": (0, "line of --list to draw, from 0"),
@@ -62,8 +65,15 @@ def parse_args(argv=None):
 
 
 def load_model(path, preset="base", mask_ratio=None):
-    """A checkpoint of pretrain.py (it stores its config) or an authors' pre-training checkpoint
-    (config = `preset`, see convert.py) -> AdaMAE in eval mode; mask_ratio overrides rho."""
+    """A checkpoint of pretrain.py (it stores its config), an authors' pre-training checkpoint (config =
+    `preset`, see convert.py) or a Hugging Face VideoMAEForPreTraining folder (a tube model: the layout holds
+    no sampler) -> AdaMAE in eval mode; mask_ratio overrides rho."""
+    if Path(path).is_dir():
+        cfg, state = huggingface.read_pretrained(path, mask_ratio=mask_ratio)
+        check_shapes(state, expected_shapes(cfg), path, "model to draw: VideoMAEForPreTraining (it needs the decoder)")
+        model = AdaMAE(cfg)
+        model.load_state_dict(state)
+        return model.eval()
     checkpoint = load_checkpoint_file(path)
     overrides = {} if mask_ratio is None else {"mask_ratio": mask_ratio}
     if "config" not in checkpoint:

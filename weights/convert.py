@@ -8,6 +8,7 @@ Every file is opened by `engine.load_checkpoint_file`, the project's one safe lo
                                   -> (AdaMAEConfig, state dict in AdaMAE's names), recognised by its keys
   * `read_classifier`             any fine-tuned classifier (finetune.py's, the authors'/VideoMAE's)
                                   -> (AdaMAEConfig, classifier state dict, number of classes)
+  * `read_checkpoint`             either of the two, told apart by the keys (tools/export_hf.py)
                                   Both read a Hugging Face VideoMAE folder too (weights/huggingface.py)
 
 The only change of values: the reference stores separate `attn.q_bias` / `attn.v_bias` and no k
@@ -187,6 +188,7 @@ def _load(path):
     return checkpoint, file_kind(checkpoint)
 
 
+CLASSIFIER_KINDS = ("finetune.py", "classifier")
 PRETRAIN_FORMATS = ("pretrain.py's checkpoint ('config' and 'model' entries), the authors' AdaMAE pre-training "
                     "file ('encoder.patch_embed.proj.weight', 'encoder.pos_embed_probs', 'encoder.get_token_probs.*', "
                     "'decoder.*') or VideoMAE's (the same without the sampler's two)")
@@ -202,7 +204,11 @@ def read_pretrained(path):
     as a Hugging Face VideoMAE folder (weights/huggingface.py: a tube model, no sampler)."""
     if Path(path).is_dir():
         return huggingface.read_pretrained(path)
-    checkpoint, kind = _load(path)
+    return pretrained_from(*_load(path), path)
+
+
+def pretrained_from(checkpoint, kind, path):
+    """read_pretrained of a loaded checkpoint of this file_kind."""
     if kind == "pretrain.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
     elif kind in ("adamae", "videomae"):
@@ -211,8 +217,7 @@ def read_pretrained(path):
                            "encoder.patch_embed.proj.weight", "encoder.blocks.")
         state = reference_to_adamae(state)
     else:
-        classifier = kind in ("finetune.py", "classifier")
-        what = "a fine-tuned classifier (use read_classifier)" if classifier else "not recognised"
+        what = "a fine-tuned classifier (use read_classifier)" if kind in CLASSIFIER_KINDS else "not recognised"
         raise ValueError(f"{path}: {what}; expected {PRETRAIN_FORMATS}")
     check_shapes(state, expected_shapes(cfg), path, f"{cfg.mask_type} pre-training checkpoint")
     return cfg, state
@@ -225,7 +230,11 @@ def read_classifier(path):
     (weights/huggingface.py). Anything else raises a ValueError naming the file."""
     if Path(path).is_dir():
         return huggingface.read_classifier(path)
-    checkpoint, kind = _load(path)
+    return classifier_from(*_load(path), path)
+
+
+def classifier_from(checkpoint, kind, path):
+    """read_classifier of a loaded checkpoint of this file_kind."""
     if kind == "finetune.py":
         cfg, state = AdaMAEConfig.from_dict(checkpoint["config"]), checkpoint["model"]
     elif kind == "classifier":
@@ -239,3 +248,17 @@ def read_classifier(path):
     num_classes = state["head.weight"].shape[0]
     check_shapes(state, expected_shapes(cfg, num_classes), path, "classifier")
     return cfg, state, num_classes
+
+
+def read_checkpoint(path):
+    """Any checkpoint read_pretrained or read_classifier takes, told apart by its keys (a file is loaded once)
+    -> (AdaMAEConfig, state dict, number of classes): None classes for a pre-training checkpoint (AdaMAE's
+    names), the head's size for a classifier."""
+    if Path(path).is_dir():
+        if huggingface.read_folder(path)[2] == "classifier":
+            return huggingface.read_classifier(path)
+        return (*huggingface.read_pretrained(path), None)
+    checkpoint, kind = _load(path)
+    if kind in CLASSIFIER_KINDS:
+        return classifier_from(checkpoint, kind, path)
+    return (*pretrained_from(checkpoint, kind, path), None)

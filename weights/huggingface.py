@@ -10,7 +10,8 @@ transformers' three VideoMAE classes, and what each is here ("kind"):
                                              refused, naming the field
   * `hf_name`, `to_ours` / `to_hf`           tensor names (one table, used both ways) and the attention layout
   * `read_pretrained` / `read_classifier`    a folder -> what weights.convert's readers return (they dispatch here)
-  * `write_pretrained` / `write_classifier`  our weights -> a folder that transformers' `from_pretrained` loads
+  * `write_pretrained` / `write_encoder`     our weights -> a folder that transformers' `from_pretrained` loads
+    / `write_classifier`                     (tools/export_hf.py runs them on a checkpoint)
 
 What the layout cannot hold, and what happens to it:
   * the sampler (AdaMAE's learned token distribution): not written; read back as a tube model, or with
@@ -300,6 +301,19 @@ def write_pretrained(folder, cfg, state):
     check_shapes(kept, expected_shapes(tube), folder, "AdaMAE state dict to write")
     write_folder(folder, to_hf_config(cfg, "pretraining"), to_hf(kept, "pretraining"))
     return left_out
+
+
+def write_encoder(folder, cfg, state):
+    """The encoder of AdaMAE weights (tokenizer, blocks, final norm) -> a VideoMAEModel folder, its names without
+    the `videomae.` prefix as VideoMAEModel.save_pretrained writes them; use_mean_pooling false, so transformers
+    applies the final norm as ours does. Returns the names left out (sampler, decoder)."""
+    parts = ("tokenizer.", "encoder.blocks.", "encoder.norm.")
+    kept = {k: v for k, v in state.items() if k.startswith(parts)}
+    expected = {k: v for k, v in expected_shapes(replace(cfg, mask_type="tube")).items() if k.startswith(parts)}
+    check_shapes(kept, expected, folder, "AdaMAE encoder to write")
+    tensors = {k[len("videomae."):]: v for k, v in to_hf(kept, "encoder").items()}
+    write_folder(folder, to_hf_config(cfg, "encoder"), tensors)
+    return sorted(set(state) - set(kept))
 
 
 def write_classifier(folder, cfg, state, class_names=None):
