@@ -5,7 +5,7 @@
     I_v      ~ Categorical(P), N_v draws w/o replacement (B, N_v)         sampler.py
     F_v      = Encoder((tokens + pos)[I_v])              (B, N_v, D)      vit.py
     V_hat    = Decoder([F_v + pos'[I_v]; f_m + pos'[I_m]])[masked]        (B, N - N_v, t*p*p*C)
-    L_R      = mean over masked tokens of the MSE to patch-normalised pixels       Eq. 4
+    L_R      = mean over masked tokens of the MSE to the target V~ (patch-normalised pixels)  Eq. 4
     L_S      = -mean over masked tokens of log P_i * L_R^i (L_R^i detached)        Eq. 5
     loss     = L_R + sampling_weight * L_S, one backward       (pretrain.train_step)
 
@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from sampler import BASELINE_MASKS, MASK_TYPES, AdaptiveTokenSampler, indices_to_mask, \
     sample_without_replacement, visible_count
-from tokenizer import Tokenizer, imagenet_stats, patchify, sinusoid_table
+from tokenizer import POSITION_TABLES, Tokenizer, imagenet_stats, patchify, position_table
 from vit import Transformer, init_weights
 
 
@@ -50,6 +50,14 @@ class AdaMAEConfig:
     mask_ratio: float = 0.95
     mask_type: str = "adaptive"
     sampling_weight: float = 1e-4
+    # what the decoder predicts (Eq. 4): "patch_norm", pixels normalised per patch (footnote 1, the paper's and
+    # the released weights'), or "pixel", the clip's pixels as the model reads them (ImageNet-normalised)
+    target: str = "patch_norm"
+    # fixed position table of encoder and decoder: "1d" over the flattened token index (the released weights'),
+    # or "3d", one sinusoid per axis (time, height, width) side by side (tokenizer.position_table)
+    position_table: str = "1d"
+
+    TARGETS: ClassVar[tuple] = ("patch_norm", "pixel")
 
     # ViT-S/B/L/H as VideoMAE's pre-training models (encoder width, depth, heads; decoder width, heads)
     PRESETS: ClassVar[dict] = {
@@ -89,6 +97,8 @@ class AdaMAEConfig:
         check(0 < self.mask_ratio < 1, "mask_ratio", "must lie strictly between 0 and 1")
         check(0 <= self.sampler_dropout < 1, "sampler_dropout", "must lie in [0, 1)")
         check(self.mask_type in MASK_TYPES, "mask_type", f"must be one of {MASK_TYPES}")
+        check(self.target in self.TARGETS, "target", f"must be one of {self.TARGETS}")
+        check(self.position_table in POSITION_TABLES, "position_table", f"must be one of {POSITION_TABLES}")
         check(self.img_size % self.patch_size == 0, "img_size", f"not divisible by patch_size {self.patch_size}")
         check(self.num_frames % self.tubelet_size == 0, "num_frames",
               f"not divisible by tubelet_size {self.tubelet_size}")
@@ -181,13 +191,14 @@ class AdaMAE(nn.Module):
 
     def encode(self, tokens, visible):
         """Encoder on the visible tokens only: F_v = ViT((X + pos)[I_v])."""
-        x = tokens + sinusoid_table(self.cfg.num_tokens, self.cfg.encoder_dim, tokens.device).to(tokens.dtype)
+        pos = position_table(self.cfg.position_table, self.cfg.grid, self.cfg.encoder_dim, tokens.device)
+        x = tokens + pos.to(tokens.dtype)                                         # (B, N, D)
         return self.encoder(gather_tokens(x, visible))
 
     def decode(self, latent, visible, masked):
         """Decoder: [F_v + pos[I_v] ; f_m + pos[I_m]] -> blocks -> head on the masked part (no unshuffle)."""
         x = self.encoder_to_decoder(latent)                                       # (B, N_v, D')
-        pos = sinusoid_table(self.cfg.num_tokens, self.cfg.decoder_dim, x.device).to(x.dtype)
+        pos = position_table(self.cfg.position_table, self.cfg.grid, self.cfg.decoder_dim, x.device).to(x.dtype)
         pos = pos.expand(x.shape[0], -1, -1)                                      # (B, N, D')
         x = torch.cat([x + gather_tokens(pos, visible),
                        self.mask_token.to(x.dtype) + gather_tokens(pos, masked)], dim=1)  # (B, N, D')
@@ -195,13 +206,37 @@ class AdaMAE(nn.Module):
         return self.head(x[:, visible.shape[1]:])                                 # (B, N - N_v, t*p*p*C)
 
     def target(self, video):
-        """Patch-normalised pixels V~ (Eq. 4, footnote 1): per token and channel, (x - mean) / (std + 1e-6)."""
-        cfg = self.cfg
-        mean, std = imagenet_stats(video.device)
-        pixels = patchify(video.float() * std + mean, cfg.patch_size, cfg.tubelet_size)  # [0, 1], (B, N, t*p*p*C)
-        x = pixels.reshape(*pixels.shape[:2], -1, cfg.in_chans)                          # (B, N, t*p*p, C)
+        """What the decoder learns to predict for every token, V~ of Eq. 4, (B, N, t*p*p*C):
+          patch_norm  the pixels in [0, 1], normalised per token and channel: (x - mean) / (std + 1e-6)
+                      over its t*p*p values (footnote 1). Each patch's brightness and contrast are removed,
+                      so a near-flat patch (a gentle ramp, faint texture, codec noise) is stretched to unit
+                      variance, as hard to predict as a patch of the moving object.
+          pixel       the pixels as the model reads them (ImageNet-normalised), patch for patch: a patch's
+                      error counts its brightness and contrast, so near-flat patches are easy."""
+        if self.cfg.target == "pixel":
+            return patchify(video.float(), self.cfg.patch_size, self.cfg.tubelet_size)   # (B, N, t*p*p*C)
+        x = self.patch_pixels(video)                                                     # (B, N, t*p*p, C)
         x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, unbiased=True, keepdim=True) + 1e-6)
         return x.flatten(2)                                                              # (B, N, t*p*p*C)
+
+    def patch_pixels(self, video):
+        """(B, C, T, H, W) ImageNet-normalised -> pixels in [0, 1] per token and channel, (B, N, t*p*p, C)."""
+        mean, std = imagenet_stats(video.device)
+        pixels = patchify(video.float() * std + mean, self.cfg.patch_size, self.cfg.tubelet_size)
+        return pixels.reshape(*pixels.shape[:2], -1, self.cfg.in_chans)
+
+    def predicted_pixels(self, video, pred, masked):
+        """The inverse of `target` for the masked tokens: pred (B, K, t*p*p*C) -> pixels in [0, 1] (unclamped),
+        (B, K, t*p*p*C). A patch-normalised prediction carries no brightness or contrast, so the true patch's
+        own mean and std are put back; a pixel prediction only needs the ImageNet normalisation undone."""
+        C = self.cfg.in_chans
+        pred = pred.float().reshape(*pred.shape[:2], -1, C)                              # (B, K, t*p*p, C)
+        if self.cfg.target == "pixel":
+            mean, std = imagenet_stats(video.device).reshape(2, C)
+            return (pred * std + mean).flatten(2)
+        truth = gather_tokens(self.patch_pixels(video).flatten(2), masked).reshape(pred.shape)
+        std = truth.std(dim=2, unbiased=True, keepdim=True)
+        return (pred * (std + 1e-6) + truth.mean(dim=2, keepdim=True)).flatten(2)
 
     def losses(self, video, pred, mask, masked, log_probs):
         """L_R (Eq. 4) and L_S (Eq. 5).

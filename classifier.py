@@ -22,7 +22,7 @@ from tqdm import tqdm
 from adamae import AdaMAEConfig
 from data import VideoDataset
 from engine import all_reduce, gather_rows
-from tokenizer import Tokenizer, sinusoid_table
+from tokenizer import Tokenizer, position_table
 from vit import Transformer, init_weights
 from weights.convert import read_classifier, read_pretrained
 from weights.resize import at_clip_size
@@ -55,7 +55,7 @@ class VideoClassifier(nn.Module):
     def features(self, video):
         """(B, 3, T, H, W) -> (B, D): the encoder over all N tokens, mean-pooled (before fc_norm)."""
         x = self.tokenizer(video)                    # (B, N, D)
-        pos = sinusoid_table(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        pos = position_table(self.cfg.position_table, self.cfg.grid, x.shape[2], x.device).to(x.dtype)
         x = self.encoder(x + pos)   # (B, N, D), all tokens: no masking at fine-tuning
         return x.mean(dim=1)
 

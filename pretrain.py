@@ -65,7 +65,7 @@ OPTIONS = {
     "num_workers": (None, "DataLoader processes per GPU"),
     "decode": ("fast", "fast: crop and scale in FFmpeg | exact: full-resolution RGB, crop and resize in torch"),
     "synthetic_background": ("flat", "without --data: the generated videos' background, "
-                                     "flat | gradient | texture | texture_object (demo/synthetic.py)"),
+                                     "flat | gradient | texture | texture_object | clutter (demo/synthetic.py)"),
     "probe_videos": (8, "with --data: the sampler's motion correlation is measured on the first N videos"),
     # model
     "preset": (None, "AdaMAEConfig preset: tiny | small | base | large | huge"),
@@ -73,6 +73,10 @@ OPTIONS = {
     "mask_ratio": (None, "rho, the share of tokens hidden from the encoder"),
     "sampling_weight": (None, "lambda, the weight of L_S (Eq. 5) in the loss; default: AdaMAEConfig's (1e-4)"),
     "sampler_dropout": (None, "dropout in the sampler's block while training; default: AdaMAEConfig's (0.1)"),
+    "target": (None, "what the decoder predicts (Eq. 4): patch_norm (pixels normalised per patch, footnote 1) | pixel "
+                     "(the clip's ImageNet-normalised pixels); default: AdaMAEConfig's (patch_norm; docs/method.md)"),
+    "position_table": (None, "fixed position table: 1d (over the flattened index, the released weights') | 3d (one "
+                             "sinusoid per axis); default: AdaMAEConfig's (1d)"),
     "patch_size": (None, "spatial patch p; default: the preset's (tiny 8, others 16)"),
     "encoder_dim": (None, "encoder width (heads unchanged); default: the preset's"),
     # optimisation
@@ -103,7 +107,7 @@ OPTIONS = {
 TYPES = {"data": str, "stride": int, "preset": str, "mask_ratio": float, "batch_size": int, "epochs": int,
          "warmup_epochs": int, "num_workers": int, "base_lr": float, "min_lr": float, "weight_decay": float, "beta2": float,
          "clip_grad": float, "sampling_weight": float, "sampler_dropout": float, "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int,
-         "eval_every": int, "vis_every": int}
+         "eval_every": int, "vis_every": int, "target": str, "position_table": str}
 
 
 def get_args(argv=None):
@@ -114,7 +118,8 @@ def get_args(argv=None):
 
 def model_config(args):
     overrides = {k: getattr(args, k) for k in ("mask_type", "mask_ratio", "sampling_weight", "sampler_dropout",
-                                               "patch_size", "encoder_dim") if getattr(args, k) is not None}
+                                               "target", "position_table", "patch_size", "encoder_dim")
+                 if getattr(args, k) is not None}
     return AdaMAEConfig.preset(args.preset, **overrides)
 
 

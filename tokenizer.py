@@ -4,7 +4,8 @@ Owns the three ways a video becomes a sequence of N tokens, all with the same to
 (time slowest, then height, then width; docs/method.md):
   * `Tokenizer`          the learnable tubelet embedding, a Conv3d with kernel = stride = (t, p, p)
   * `patchify`           raw pixel values per token, the reconstruction target of Eq. 4
-  * `sinusoid_table`     the fixed position table added to encoder and decoder tokens
+  * `position_table`     the fixed position table added to encoder and decoder tokens: `sinusoid_table`
+                         over the flattened index, or `sinusoid_table_3d`, one sinusoid per axis
 With the paper's config (16x3x224x224, tubelet 2x16x16) N = 8 * 14 * 14 = 1568.
 """
 
@@ -51,19 +52,44 @@ def unpatchify(tokens, grid, patch_size, tubelet_size, in_chans=3):
     return x.reshape(B, C, gt * t, gh * p, gw * p)
 
 
+POSITION_TABLES = ("1d", "3d")  # AdaMAEConfig.position_table
+
+
+def sinusoid(pos, dim):
+    """(n,) float64 positions -> (n, dim) float64: angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos
+    on odd j. float64 throughout: with the exponent in float32 the entries of late tokens are off by up to
+    5.5e-5 at 1568 x 384, enough to move a released ViT-B's reconstruction by 2e-5."""
+    j = torch.arange(dim, dtype=torch.float64)
+    angle = pos[:, None] / torch.pow(10000.0, 2 * torch.floor(j / 2) / dim)
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+
 @functools.lru_cache(maxsize=16)
 def sinusoid_table(num_tokens, dim, device=None, dtype=torch.float32):
-    """Fixed (num_tokens, dim) table over the flattened token index (time slowest), the table the released
-    weights were trained with (the paper calls it "3D periodic"; docs/fidelity.md): angle = pos / 10000^(2*floor(j/2)/dim), sin on even j, cos on odd j.
+    """Fixed (num_tokens, dim) sinusoid over the flattened token index (time slowest), the table the released
+    weights were trained with (the paper calls it "3D periodic"; docs/fidelity.md).
     A cached constant per device, not a parameter or buffer: nothing to save, nothing for DDP to sync.
     Computed in float64 and cast to `dtype` at the end."""
-    pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
-    j = torch.arange(dim, dtype=torch.float64)
-    # float64 throughout: with the exponent in float32 the entries of late tokens are off by up to 5.5e-5
-    # at 1568 x 384, enough to move a released ViT-B's reconstruction by 2e-5.
-    angle = pos / torch.pow(10000.0, 2 * torch.floor(j / 2) / dim)
-    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
-    return table.to(device=device, dtype=dtype)
+    return sinusoid(torch.arange(num_tokens, dtype=torch.float64), dim).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def sinusoid_table_3d(grid, dim, device=None, dtype=torch.float32):
+    """Factorised (N, dim) table for grid (T/t, H/p, W/p): each token's row is a sinusoid of its time index,
+    one of its row and one of its column, side by side (height and width 2*floor(dim/6) channels each, time
+    the rest). Tokens at the same place in different frames share their height and width channels exactly,
+    which the 1D table spreads over the whole index. Cached and cast like `sinusoid_table`."""
+    side = 2 * (dim // 6)
+    t, h, w = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")  # each grid
+    parts = [sinusoid(t.flatten(), dim - 2 * side), sinusoid(h.flatten(), side), sinusoid(w.flatten(), side)]
+    return torch.cat(parts, dim=1).to(device=device, dtype=dtype)                    # (N, dim), index as tokens
+
+
+def position_table(kind, grid, dim, device=None):
+    """The fixed (N, dim) float32 table of AdaMAEConfig.position_table `kind` ("1d" or "3d") for grid."""
+    if kind == "1d":
+        return sinusoid_table(grid[0] * grid[1] * grid[2], dim, device)
+    return sinusoid_table_3d(tuple(grid), dim, device)
 
 
 @functools.lru_cache(maxsize=16)

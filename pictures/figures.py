@@ -9,9 +9,9 @@ shows the first of the slice's `tubelet_size` frames):
                       clip's largest P (dark = unlikely, bright yellow = the most likely token);
                       random/tube/frame masks draw every token alike, so their row is uniform bright
   (c) mask            visible patches as in the input, masked patches grey
-  (d) reconstruction  predicted patches turned back into pixels with each true patch's own
-                      per-channel mean and std (the inverse of `AdaMAE.target`); visible patches
-                      pasted from the input
+  (d) reconstruction  predicted patches turned back into pixels (`AdaMAE.predicted_pixels`, the
+                      inverse of `AdaMAE.target`: a patch-normalised prediction gets each true
+                      patch's own per-channel mean and std back); visible patches pasted from the input
   (e) error           L_R^i of each masked token (`token_error`, Eq. 4) scaled by the clip's largest
                       error, same colours as (b); visible tokens are grey (nothing was predicted)
 
@@ -101,18 +101,15 @@ def render(model, video, mask=None):
     model.train(was_training)
     N, C, t, p = cfg.num_tokens, cfg.in_chans, cfg.tubelet_size, cfg.patch_size
     is_masked = out.mask.cpu()                                                  # (1, N)
-    masked = split_indices(is_masked, N - out.pred.shape[1])[1][0]              # (N - N_v,)
+    masked = split_indices(out.mask, N - out.pred.shape[1])[1]                  # (1, N - N_v), on the device
+    predicted = model.predicted_pixels(video, out.pred, masked).cpu()           # (1, N - N_v, t*p*p*C) in [0, 1]
+    masked = masked[0].cpu()                                                    # (N - N_v,)
 
     mean, std = imagenet_stats()
     pixels = video.float().cpu() * std + mean                                   # (1, C, T, H, W) in [0, 1]
-    patches = patchify(pixels, p, t).reshape(1, N, -1, C)                       # (1, N, t*p*p, C)
-    # The decoder predicts patch-normalised pixels; undo that with the true patch's statistics.
-    pred = out.pred.float().cpu().reshape(1, len(masked), -1, C)
-    patch_mean = patches[:, masked].mean(dim=2, keepdim=True)
-    patch_std = patches[:, masked].std(dim=2, unbiased=True, keepdim=True)
-    recon = patches.clone()
-    recon[:, masked] = pred * (patch_std + 1e-6) + patch_mean
-    recon = unpatchify(recon.flatten(2), cfg.grid, p, t, C)                     # (1, C, T, H, W)
+    recon = patchify(pixels, p, t).clone()                                      # (1, N, t*p*p*C), own memory
+    recon[:, masked] = predicted
+    recon = unpatchify(recon, cfg.grid, p, t, C)                                # (1, C, T, H, W)
 
     if out.log_probs is None:  # a baseline mask: every token equally likely
         probs = torch.full((N,), 1.0 / N)

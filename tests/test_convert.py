@@ -233,6 +233,7 @@ def test_read_pretrained_takes_the_authors_adamae_file_and_infers_its_config(tmp
     sd = write_reference_pretrain(tmp_path / "adamae.pth", tiny)
     cfg, state = read_pretrained(tmp_path / "adamae.pth")
     assert cfg == tiny  # preset from the shapes, rho / frames / size from args
+    assert (cfg.target, cfg.position_table) == ("patch_norm", "1d")  # the target and table the weights were trained with
     model = AdaMAE(cfg).eval()
     model.load_state_dict(state)  # strict
     video = video_for(cfg, batch=2)

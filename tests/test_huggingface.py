@@ -200,6 +200,15 @@ def test_configs_our_classes_cannot_express_are_refused_by_field(tmp_path, field
         read(folder)
 
 
+@pytest.mark.parametrize("field, value, kind", [("target", "pixel", "pretraining"), ("position_table", "3d", "pretraining"),
+                                               ("position_table", "3d", "classifier")])
+def test_configs_the_folders_cannot_express_are_not_written(field, value, kind):
+    cfg = AdaMAEConfig.preset("tiny", **{field: value})
+    with pytest.raises(ValueError, match=re.escape(f"AdaMAEConfig.{field}={value!r}: a Hugging Face VideoMAE {kind}")):
+        huggingface.to_hf_config(cfg, kind)
+    huggingface.to_hf_config(AdaMAEConfig.preset("tiny", target="pixel"), "classifier")  # a classifier has no target
+
+
 def test_the_wrong_reader_or_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match="pretraining: a pre-training folder .VideoMAEForPreTraining; use read_pre"):
         convert.read_classifier(FIXTURES / "pretraining")

@@ -9,10 +9,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adamae import AdaMAE, AdaMAEConfig, split_indices
+from classifier import VideoClassifier
 import pretrain
 from engine import load_checkpoint_file
 from sampler import MASK_TYPES, AdaptiveTokenSampler, sample_without_replacement, visible_count, BASELINE_MASKS
-from tokenizer import Tokenizer, patchify, sinusoid_table, unpatchify
+from tokenizer import Tokenizer, patchify, position_table, sinusoid_table, unpatchify
 from vit import Attention
 
 PAPER_GRID = (8, 14, 14)
@@ -74,6 +75,32 @@ def test_sinusoid_table_matches_the_float64_reference_formula(n, d):
     assert np.abs(before_cast - ref).max() <= 1e-7
     # the float32 table is the float64 one rounded once (half an ulp of 1 is 6e-8)
     assert np.abs(sinusoid_table(n, d).double().numpy() - ref).max() <= 1e-7
+
+
+@pytest.mark.parametrize("grid, d", [((8, 14, 14), 768), ((2, 4, 4), 16), ((2, 2, 2), 32)])
+def test_3d_table_is_one_sinusoid_per_axis_and_the_default_stays_1d(grid, d):
+    table = position_table("3d", grid, d).double()
+    side = 2 * (d // 6)
+    widths = [d - 2 * side, side, side]
+    t, h, w = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
+    for part, coord, width in zip(table.split(widths, dim=1), (t, h, w), widths):
+        # the same formula as the 1D table, over one coordinate, row i being token i (time slowest)
+        one_axis = sinusoid_table(max(grid), width, dtype=torch.float64).numpy()  # (positions, width)
+        assert np.abs(part.numpy() - one_axis[coord.flatten()]).max() <= 1e-7
+    assert len(torch.unique(table, dim=0)) == grid[0] * grid[1] * grid[2]  # every token its own position
+    torch.testing.assert_close(position_table("1d", grid, d), sinusoid_table(grid[0] * grid[1] * grid[2], d))
+    assert AdaMAEConfig().position_table == "1d"  # the released weights' table
+    cfg = small_cfg(position_table="3d")
+    model, default = AdaMAE(cfg).eval(), AdaMAE(small_cfg()).eval()
+    model.load_state_dict(default.state_dict())  # no parameters: the same weights, another table
+    video, mask = video_for(cfg), BASELINE_MASKS["random"](2, cfg.grid, cfg.mask_ratio)
+    assert not torch.allclose(model(video, mask=mask).pred, default(video, mask=mask).pred)
+    classifier = VideoClassifier(cfg, num_classes=2).eval()  # fine-tuning adds the model's own table too
+    with torch.no_grad():
+        tokens = classifier.tokenizer(video) + position_table("3d", cfg.grid, cfg.encoder_dim)
+        torch.testing.assert_close(classifier.features(video), classifier.encoder(tokens).mean(dim=1))
+    with pytest.raises(ValueError, match=r"position_table='2d'"):
+        small_cfg(position_table="2d")
 
 
 def test_position_tables_are_not_in_the_state_dict():
@@ -222,12 +249,8 @@ def test_reconstruction_loss_never_reaches_the_sampler():
 
 # ---------------------------------------------------------------- losses
 
-def test_losses_match_a_direct_computation():
-    torch.manual_seed(0)
-    cfg = small_cfg()
-    model = AdaMAE(cfg)
-    video = video_for(cfg)
-    out = model(video)
+def direct_errors(out, video, cfg):
+    """L_R^i and log P_i of every masked token, patch by patch from the definition of cfg.target (Eq. 4)."""
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
     t, p = cfg.tubelet_size, cfg.patch_size
@@ -238,13 +261,26 @@ def test_losses_match_a_direct_computation():
         masked = [i for i in range(cfg.num_tokens) if out.mask[b, i]]
         for k, i in enumerate(masked):  # prediction k belongs to the k-th masked token (ascending)
             ti, hi, wi = i // (gh * gw), (i // gw) % gh, i % gw
-            patch = pixels[:, ti * t:(ti + 1) * t, hi * p:(hi + 1) * p, wi * p:(wi + 1) * p]  # (C, t, p, p)
-            patch = patch.reshape(3, -1)
-            patch = (patch - patch.mean(dim=1, keepdim=True)) / (patch.std(dim=1, unbiased=True, keepdim=True) + 1e-6)
+            where = (slice(None), slice(ti * t, (ti + 1) * t), slice(hi * p, (hi + 1) * p), slice(wi * p, (wi + 1) * p))
+            if cfg.target == "pixel":  # the raw patch of the model's input
+                patch = video[b][where].reshape(3, -1)
+            else:
+                patch = pixels[where].reshape(3, -1)  # (C, t*p*p)
+                patch = (patch - patch.mean(dim=1, keepdim=True)) / (patch.std(dim=1, unbiased=True, keepdim=True) + 1e-6)
             target = patch.T.reshape(-1)  # (t p p c): pixel-major, channel-minor
             errors.append(((out.pred[b, k] - target) ** 2).mean())
-            log_p.append(out.log_probs[b, i])
-    errors, log_p = torch.stack(errors), torch.stack(log_p)
+            if out.log_probs is not None:
+                log_p.append(out.log_probs[b, i])
+    return torch.stack(errors), (torch.stack(log_p) if log_p else None)
+
+
+def test_losses_match_a_direct_computation():
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    model = AdaMAE(cfg)
+    video = video_for(cfg)
+    out = model(video)
+    errors, log_p = direct_errors(out, video, cfg)
     torch.testing.assert_close(out.recon_loss, errors.mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.sampling_loss, -(log_p * errors.detach()).mean(), rtol=1e-5, atol=1e-6)
     # the step back-propagates L_R + lambda * L_S and reports the three (pretrain.train_step)
@@ -258,6 +294,27 @@ def test_losses_match_a_direct_computation():
         again = step_model(video)
     torch.testing.assert_close(loss, again.recon_loss + cfg.sampling_weight * again.sampling_loss)
     torch.testing.assert_close(torch.stack([recon, samp]), torch.stack([again.recon_loss, again.sampling_loss]))
+
+
+def test_pixel_target_is_the_mse_against_the_raw_patches_and_the_default_is_unchanged():
+    torch.manual_seed(0)
+    default = AdaMAE(small_cfg()).eval()
+    pixel = AdaMAE(small_cfg(target="pixel")).eval()
+    pixel.load_state_dict(default.state_dict())  # the target adds no parameter: the same weights load
+    video = video_for(default.cfg)
+    torch.manual_seed(1)
+    out = pixel(video)
+    errors, log_p = direct_errors(out, video, pixel.cfg)
+    torch.testing.assert_close(out.recon_loss, errors.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.token_error.flatten(), errors, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.sampling_loss, -(log_p * errors).mean(), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(1)
+    same_draw = default(video)  # the same weights and draw: the same mask and predictions, another target
+    assert torch.equal(same_draw.mask, out.mask) and torch.equal(same_draw.pred, out.pred)
+    assert AdaMAEConfig().target == "patch_norm"
+    assert not torch.allclose(same_draw.recon_loss, out.recon_loss)
+    with pytest.raises(ValueError, match=r"AdaMAEConfig.target='raw'"):
+        small_cfg(target="raw")
 
 
 def test_given_mask_bypasses_the_sampler():
@@ -365,12 +422,13 @@ def test_sampler_dropout_is_the_references_and_only_in_training():
 
 
 def test_config_round_trips_through_a_checkpoint_and_a_field_missing_is_named(tmp_path):
-    cfg = small_cfg(sampler_dropout=0.2, mask_type="adaptive")
+    cfg = small_cfg(sampler_dropout=0.2, mask_type="adaptive", target="pixel", position_table="3d")
     torch.save({"config": cfg.to_dict()}, tmp_path / "ckpt.pt")
     assert AdaMAEConfig.from_dict(load_checkpoint_file(tmp_path / "ckpt.pt")["config"]) == cfg
-    # a config without a field (or with one this version lacks) is refused, naming it and the way out
-    old = {k: v for k, v in cfg.to_dict().items() if k != "sampler_dropout"}
-    with pytest.raises(ValueError, match=r"old.pt: .*missing \['sampler_dropout'\]\); add each missing field"):
+    # a config without a field (or with one this version lacks) is refused, naming it and the way out: a field's
+    # default is not assumed, since a model trained with another target or table would load and be wrong
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("sampler_dropout", "target")}
+    with pytest.raises(ValueError, match=r"old.pt: .*missing \['sampler_dropout', 'target'\]\); add each missing"):
         AdaMAEConfig.from_dict(old, "old.pt")
     with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
         AdaMAEConfig.from_dict({**cfg.to_dict(), "colour": 1})

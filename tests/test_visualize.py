@@ -100,13 +100,19 @@ class PerfectAdaMAE(AdaMAE):
         return out
 
 
-def test_reconstruction_inverts_the_patch_normalised_target():
+@pytest.mark.parametrize("target", AdaMAEConfig.TARGETS)
+def test_reconstruction_inverts_the_target(target):
+    """A prediction equal to the target of either kind gives back the clip's pixels."""
     torch.manual_seed(0)
-    model = PerfectAdaMAE(small_cfg(patch_size=4)).eval()  # 32 pixels a patch: a biased std would show
+    model = PerfectAdaMAE(small_cfg(patch_size=4, target=target)).eval()  # 32 pixels a patch: a biased std shows
     video = video_for(model.cfg, batch=1)
     panels = V.render(model, video)
     difference = np.abs(panels[3].astype(int) - panels[0].astype(int))
     assert difference.max() <= 1  # float round-off may flip a rounding
+    masked = split_indices(model(video).mask, model.cfg.num_visible)[1]
+    wrong = model.predicted_pixels(video, gather_tokens(model.target(video), masked) + 0.5, masked)
+    truth = gather_tokens(model.patch_pixels(video).flatten(2), masked)
+    assert (wrong - truth).abs().min() > 1e-3  # a wrong prediction does not come back as the clip
 
 
 @pytest.mark.parametrize("mask_type", ["adaptive", "tube"])

@@ -90,7 +90,8 @@ def refusals(hf, kind, mlp_ratio):
             ("decoder_intermediate_size", int(hf["decoder_hidden_size"] * mlp_ratio) == hf["decoder_intermediate_size"],
              f"our decoder's MLP ratio is the encoder's, {mlp_ratio:g}"),
             ("use_mean_pooling", not hf["use_mean_pooling"], "our pre-training encoder ends in a LayerNorm"),
-            ("norm_pix_loss", hf["norm_pix_loss"], "our reconstruction target is always patch-normalised"),
+            ("norm_pix_loss", hf["norm_pix_loss"], "its other target is pixels in [0, 1]; ours are patch-normalised "
+                                                   "or, with AdaMAEConfig.target 'pixel', ImageNet-normalised"),
         ]
     if kind == "classifier":
         checks.append(("use_mean_pooling", hf["use_mean_pooling"],
@@ -115,7 +116,14 @@ def to_adamae_config(hf, path, kind, mask_type="tube", mask_ratio=None):
 
 def to_hf_config(cfg, kind, class_names=None):
     """AdaMAEConfig -> config.json for a folder of this kind. The pre-training encoder keeps its final norm
-    (use_mean_pooling false, as VideoMAE's released pre-training folders); the classifier mean-pools."""
+    (use_mean_pooling false, as VideoMAE's released pre-training folders); the classifier mean-pools. A config
+    the layout cannot express is refused by field: another position table than the 1D sinusoid transformers
+    adds, or a pre-training target other than patch_norm (its norm_pix_loss false means pixels in [0, 1])."""
+    for field, ok in [("position_table", cfg.position_table == "1d"),
+                      ("target", kind != "pretraining" or cfg.target == "patch_norm")]:
+        if not ok:
+            raise ValueError(f"AdaMAEConfig.{field}={getattr(cfg, field)!r}: a Hugging Face VideoMAE {kind} folder "
+                             f"cannot express it")
     hf = {**HF_DEFAULTS, **{theirs: getattr(cfg, ours) for theirs, ours in FIELDS.items()}}
     hf.update(architectures=[ARCHITECTURES[kind]], intermediate_size=int(cfg.encoder_dim * cfg.mlp_ratio),
               decoder_intermediate_size=int(cfg.decoder_dim * cfg.mlp_ratio), layer_norm_eps=1e-6, qkv_bias=True,

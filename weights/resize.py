@@ -1,8 +1,8 @@
 """A checkpoint at another clip size than it was trained with (e.g. 16 -> 8 or 32 frames, 224 -> 160 or 288 px).
 
 num_frames and img_size change the token grid (T/t, H/p, W/p) and N, nothing else. The tokenizer and the
-transformer blocks do not depend on N, and the encoder's and decoder's position table is the fixed sinusoid,
-recomputed for the N of every clip (tokenizer.sinusoid_table). What is laid out on the grid is the sampler's
+transformer blocks do not depend on N, and the encoder's and decoder's position table is a fixed sinusoid,
+recomputed for the grid of every clip (tokenizer.position_table). What is laid out on the grid is the sampler's
 learned position embedding (1, N, D): for further pre-training at another size it is resampled over (T, H, W).
 
   * `at_clip_size`           AdaMAEConfig with another num_frames / img_size (None keeps the value)
