@@ -33,15 +33,16 @@ def foreground_tokens(boxes, indices, cfg, video_size):
 
 
 def load_enrichment_clips(root, cfg, stride, max_clips=16):
-    """Held-out synthetic clips (start 0, whole frame) with their foreground token masks."""
+    """Held-out synthetic clips (start 0, whole frame) with their foreground token masks, or None for a set
+    without object boxes (demo.synthetic.draw_clutter's scenes)."""
     boxes, info = load_boxes(root), json.loads((Path(root) / "synthetic.json").read_text())
     clips, fg = [], []
     for path, _ in read_list(Path(root) / "val.csv")[:max_clips]:
         key = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()  # as boxes.json names it
         indices = clip_indices(video_length(path), cfg.num_frames, stride, start=0)
         clips.append(eval_crops(decode_frames(path, indices), cfg.img_size)[0])
-        fg.append(foreground_tokens(boxes[key], indices, cfg, info["size"]))
-    return torch.stack(clips), torch.stack(fg)
+        fg.append(None if boxes[key] is None else foreground_tokens(boxes[key], indices, cfg, info["size"]))
+    return torch.stack(clips), (None if any(f is None for f in fg) else torch.stack(fg))
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@ object's box in every frame, so that the sampler's foreground enrichment can be 
 
   * `write_video`      uint8 frames -> H.264 MP4 with PyAV (also how the tests make their videos)
   * `draw_video`       one video: a square, disc or triangle moving right/left/down/up (the label) at a
-                       constant speed over a flat, gradient or textured background (`BACKGROUNDS`)
+                       constant speed over a flat, gradient or textured background (`BACKGROUNDS`), or
+                       `draw_clutter`: several objects over texture, a panning camera, sensor noise
   * `make_synthetic`   the whole set: videos, train/val lists in VideoMAE's format, boxes.json
   * `pretraining_demo`, `labelled_demo`   the demos' sets under a run's out_dir
 """
@@ -59,7 +60,7 @@ def _distinct_colour(rng, c0, c1, min_distance=120.0):
             return colour
 
 
-BACKGROUNDS = ("flat", "gradient", "texture", "texture_object")  # `draw_video`'s kinds
+BACKGROUNDS = ("flat", "gradient", "texture", "texture_object", "clutter")  # `draw_video`'s kinds
 
 
 def perlin_texture(rng, size):
@@ -90,16 +91,18 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
       texture         static fractal noise (`perlin_texture`) between two colours; flat-colour object
       texture_object  the same background, and the object filled with its own texture, which moves
                       with it (a textured thing moving over a textured scene, as in real footage)
-    The target of Eq. 4 is normalised per patch, which blows a gentle ramp (a few grey levels per
-    patch, plus codec noise) up to unit variance, so gradient patches are as hard to predict as the
-    object and the sampler has nothing to prefer (docs/results.md). flat and gradient draw
-    exactly the random numbers they always drew: their videos do not change as kinds are added.
+      clutter         `draw_clutter`: no single object, so no boxes (None) and no backdrop (None)
+    flat and gradient draw exactly the random numbers they always drew: their videos do not change
+    as kinds are added. Which background the sampler can learn on, with which target of Eq. 4:
+    docs/method.md, "What the sampler learns".
 
     Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
     exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).
     """
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if background == "clutter":
+        return draw_clutter(rng, num_frames, size), None, None
     c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
     if background == "flat":
         c1 = c0
@@ -125,6 +128,43 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
         frames[i, y0:y0 + side, x0:x0 + side][mask] = paint[mask]
         boxes.append((x0, y0, x0 + side, y0 + side))
     return frames, boxes, backdrop
+
+
+def _straight_path(rng, room, speed, num_frames):
+    """(start, velocity) per axis (2,) of a path at `speed` pixels a frame in a random direction that stays
+    within [0, room] on both axes for all frames."""
+    angle = rng.uniform(0, 2 * np.pi)
+    velocity = speed * np.array([np.cos(angle), np.sin(angle)])
+    travel = velocity * (num_frames - 1)
+    return rng.uniform(np.maximum(0, -travel), room - np.maximum(0, travel)), velocity
+
+
+def draw_clutter(rng, num_frames, size, num_objects=3, noise=3.0):
+    """A scene closer to real footage than one shape on a still background: a textured world
+    (`perlin_texture`, twice the frame's side) seen by a camera panning across it at constant speed,
+    `num_objects` textured shapes each moving on its own straight path in the frame, and sensor noise
+    (Gaussian, `noise` grey levels, fresh in every frame). The whole frame moves, so there is no object
+    box: the sampler is scored by the motion correlation alone. Returns uint8 (T, size, size, 3)."""
+    c0, c1 = rng.integers(0, 256, (2, 3)).astype(float)
+    world = c0 + perlin_texture(rng, 2 * size)[..., None] * (c1 - c0)               # (2 size, 2 size, 3)
+    scale = size / 96
+    camera, pan = _straight_path(rng, size, rng.uniform(0.25, 0.5) * scale, num_frames)
+    objects = []
+    for _ in range(num_objects):
+        side = int(rng.integers(round(0.12 * size), round(0.22 * size) + 1))
+        colour, second = _distinct_colour(rng, c0, c1), _distinct_colour(rng, c0, c1)
+        paint = colour + perlin_texture(rng, side)[..., None] * (second - colour)      # (side, side, 3)
+        start, velocity = _straight_path(rng, size - side, rng.uniform(0.5, 1.5) * scale, num_frames)
+        objects.append((_shape_mask(rng.choice(["square", "disc", "triangle"]), side), paint, start, velocity))
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    for i in range(num_frames):
+        x, y = np.round(camera + pan * i).astype(int)
+        frame = world[y:y + size, x:x + size].copy()
+        for mask, paint, start, velocity in objects:
+            (x0, y0), side = np.round(start + velocity * i).astype(int), len(mask)
+            frame[y0:y0 + side, x0:x0 + side][mask] = paint[mask]
+        frames[i] = np.clip(np.round(frame + rng.normal(0, noise, frame.shape)), 0, 255)
+    return frames
 
 
 def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25,

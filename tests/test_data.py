@@ -13,7 +13,9 @@ from data import (VideoDataset, VideoError, _as_float, _pick_frames, _resize, cl
                   dense_indices, eval_crops, find_videos, load_samples, random_resized_crop_box, read_frames,
                   read_list, scale_frames, segment_indices, spatial_offsets, temporal_starts, to_rgb,
                   train_transform, video_length)
-from demo.synthetic import BACKGROUNDS, draw_video, load_boxes, make_synthetic, write_video
+from demo.synthetic import BACKGROUNDS, draw_clutter, draw_video, load_boxes, make_synthetic, write_video
+from metrics import load_enrichment_clips
+from test_model import small_cfg
 from tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -425,6 +427,30 @@ def test_textured_backgrounds_are_static_detailed_and_deterministic(background):
     with pytest.raises(ValueError, match="'marble'"):
         draw_video(np.random.default_rng(0), 0, 4, 32, "marble")
     assert BACKGROUNDS[:2] == ("flat", "gradient")
+
+
+def test_clutter_pans_over_texture_with_several_objects_and_noise_and_has_no_boxes(tmp_path):
+    def draw(**kw):
+        return draw_clutter(np.random.default_rng([0, 2]), 12, 64, **kw)
+    def part(image, dx, dy):  # the 64 - |d| square overlap of a frame with itself shifted by (dx, dy)
+        return image[max(dy, 0):64 + min(dy, 0), max(dx, 0):64 + min(dx, 0)]
+    world = draw(num_objects=0, noise=0)  # the same world and camera in every call: they are drawn first
+    first, last = world[0], world[-1]
+    shifts = [(dx, dy) for dx in range(-11, 12) for dy in range(-11, 12)
+              if np.array_equal(part(last, dx, dy), part(first, -dx, -dy))]
+    assert len(shifts) == 1 and shifts[0] != (0, 0)  # the camera panned: the whole world moved by one shift
+    objects = (draw(noise=0) != world).any(-1)  # (T, H, W): where the shapes cover the world
+    assert 0.03 < objects[0].mean() < 0.4 and not np.array_equal(objects[0], objects[-1])
+    noise = draw(num_objects=0).astype(float) - world
+    assert 2 < noise.std() < 4 and np.abs(noise.mean()) < 0.2  # 3 grey levels, fresh every frame
+    np.testing.assert_array_equal(draw(), draw())
+    frames, boxes, backdrop = draw_video(np.random.default_rng([0, 2]), 2, 12, 64, "clutter")
+    np.testing.assert_array_equal(frames, draw())
+    assert boxes is None and backdrop is None
+    make_synthetic(tmp_path, num_videos=4, num_frames=8, size=32, val_fraction=0.5, background="clutter")
+    assert set(load_boxes(tmp_path).values()) == {None}
+    clips, fg = load_enrichment_clips(tmp_path, small_cfg(), stride=2)
+    assert clips.shape == (4, 3, 4, 32, 32) and fg is None  # measured by the motion correlation only
 
 
 def test_synthetic_lists_labels_and_split(synthetic_root):
