@@ -11,12 +11,9 @@ A run whose folder already records the same command is not run again.
 
 import csv
 import json
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from demo.runs import pretrain_numbers, read_log, run_recorded
 from engine import make_parser
 
 OPTIONS = {
@@ -26,34 +23,6 @@ OPTIONS = {
     "out_dir": ("runs/seeds", "one folder per seed"),
     "docs": ("docs/results", "where demo.json and demo.csv go"),
 }
-
-
-def commit():
-    """The checked-out commit, with '+changes' when the tree differs from it; 'unknown' outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def children_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def read_log(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def pretrain_numbers(out_dir):
-    """The final measurement of the sampler (the last one logged) and the last L_R."""
-    records = read_log(out_dir / "log.jsonl")
-    final = [r for r in records if "enrichment" in r][-1]
-    return {"steps": final["step"], "enrichment": final["enrichment"], "enrichment_visible": final["enrichment_visible"],
-            "motion_correlation": final["motion_correlation"],
-            "recon_loss": [r["recon_loss"] for r in records if "recon_loss" in r][-1]}
 
 
 def finetune_numbers(out_dir):
@@ -72,16 +41,8 @@ def run(stage, seed, root):
             "finetune": ["finetune.py", "--seed", str(seed), "--out_dir", str(finetune_dir),
                          "--pretrained", str(pretrain_dir / "checkpoint.pt")]}[stage]
     record_path = (pretrain_dir if stage == "pretrain" else finetune_dir) / "seed_run.json"
-    command = "python " + " ".join(argv)
-    if record_path.is_file() and json.loads(record_path.read_text())["command"] == command:
-        return json.loads(record_path.read_text())
-    wall, cpu = time.time(), children_cpu_seconds()
-    subprocess.run([sys.executable, *argv], check=True)
-    numbers = pretrain_numbers(pretrain_dir) if stage == "pretrain" else finetune_numbers(finetune_dir)
-    record = {"stage": stage, "seed": seed, "command": command, "commit": commit(),
-              "wall_s": round(time.time() - wall, 1), "cpu_s": round(children_cpu_seconds() - cpu, 1), **numbers}
-    record_path.write_text(json.dumps(record))
-    return record
+    numbers = (lambda: pretrain_numbers(pretrain_dir)) if stage == "pretrain" else lambda: finetune_numbers(finetune_dir)
+    return run_recorded(argv, record_path, {"stage": stage, "seed": seed}, numbers)
 
 
 def main(argv=None):

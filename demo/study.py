@@ -1,146 +1,231 @@
-"""When does the sampler learn where the motion is? Pre-training curves on synthetic backgrounds.
+"""When does the sampler learn where the motion is? The pre-training demo over backgrounds, targets and seeds.
 
-docs/method.md, "What the sampler learns, and when it cannot". Each curve is one `python pretrain.py` run of the
-embedded demo (the same recipe, data set size and step budget for every curve; only the named
-settings change) that measures the sampler every `--eval_every` steps on 16 held-out clips:
-foreground enrichment (share of P on the moving object / share of its tokens, 1 = random masking)
-and the motion correlation (Spearman of P against per-token frame-difference energy, 0 = random).
+docs/method.md, "What the sampler learns". Each run is one `python pretrain.py` of the demo recipe (the same
+data set size and step budget for every run; only the named settings change) on one background of
+demo/synthetic.py, with one reconstruction target of Eq. 4 (`--target`), at one seed. It measures the sampler
+every `--eval_every` steps on the 16 held-out clips: foreground enrichment (share of P on the moving object /
+share of its tokens, 1 = random masking; not for `clutter`, which has no object box) and the motion
+correlation (Spearman of P against per-token frame-difference energy, 0 = random). The knobs (Table 1b's rho,
+the patch, the width, the sampler's lr, the 3D position table) run on `texture` with `--knob_targets`.
 
-    python -m demo.study                                  # every curve, 540 steps each (the demo's budget)
-    python -m demo.study --curves flat,texture --steps 2000 --out_dir runs/study_long
-    python -m demo.study --plot_only                      # redraw from the finished runs
+    python -m demo.study                                   # every run: backgrounds x targets x seeds, then knobs
+    python -m demo.study --backgrounds texture --targets pixel --seeds 0 --knobs none    # one piece
+    python -m demo.study --plot_only                       # the tables and plots of the finished runs
 
-Writes out_dir/NAME/ (the runs), and docs/study.json (curves), docs/study.csv (one row per curve)
-and docs/study.png (enrichment, motion correlation and the MAE's loss L_R against steps). A finished curve (its
-curve.json records the same command) is not run again.
+Writes out_dir/SETTING/TARGET/SEED/ (the run, its run.json record with the command and the curves), and into
+--docs: study.json (the summary and every run), study.csv (one row per setting and target: mean and standard
+error over the seeds), study.png (enrichment, motion correlation and L_R against steps, the mean over seeds,
+one line per background and target), study_knobs.png (the same for the knobs) and study_texture_TARGET.png
+(the paper's Fig. 4 for the first held-out texture clip after the first seed's run). A run whose run.json
+records the same command is not run again, so the study can run in pieces; the tables hold every finished run
+under out_dir that the current options describe.
 """
 
 import csv
 import json
 import math
 import os
-import resource
-import subprocess
+import shutil
+import statistics
 import sys
-import time
 from pathlib import Path
 
-from pictures import plot
+from adamae import AdaMAEConfig
 from data import read_list
+from demo.runs import pretrain_numbers, read_log, recorded, run_recorded
+from demo.synthetic import BACKGROUNDS, DEMO_SET, make_synthetic
 from engine import make_parser
-from demo.synthetic import DEMO_SET, make_synthetic
+from pictures import plot
 
-BATCH = 8  # pretrain.py's default --batch_size, given explicitly
-
-# name: pretrain.py options on top of the demo's. Knobs the paper varies, on the static texture.
-CURVES = {
-    "flat": [],
-    "gradient": ["--synthetic_background", "gradient"],
-    "texture": ["--synthetic_background", "texture"],
-    "texture_object": ["--synthetic_background", "texture_object"],
-    "texture rho 0.9": ["--synthetic_background", "texture", "--mask_ratio", "0.9"],  # Table 1b
-    "texture patch 16": ["--synthetic_background", "texture", "--patch_size", "16"],  # 4x4 patches
-    "texture width 384": ["--synthetic_background", "texture", "--encoder_dim", "384"],
-    "texture sampler lr x10": ["--synthetic_background", "texture", "--sampler_lr_scale", "10"],
+BATCH = 8  # the demo recipe's batch, given explicitly
+# name: pretrain.py options on top of the demo's, on the texture background
+KNOBS = {
+    "rho 0.9": ["--mask_ratio", "0.9"],              # Table 1b's range
+    "patch 16": ["--patch_size", "16"],              # 4x4x8 = 128 tokens
+    "width 384": ["--encoder_dim", "384"],           # twice the tiny width
+    "sampler lr x10": ["--sampler_lr_scale", "10"],  # the sampler's own, faster learning rate
+    "position 3d": ["--position_table", "3d"],       # one sinusoid per axis, the paper's "3D periodic" table
 }
-DEFAULTS = {
-    "curves": (",".join(CURVES), f"comma-separated, from: {', '.join(CURVES)}"),
-    "steps": (540, "optimizer steps per curve (rounded up to whole epochs; the demo's budget is 540)"),
+METRICS = ("enrichment", "enrichment_visible", "motion_correlation", "recon_loss")
+OPTIONS = {
+    "backgrounds": (",".join(BACKGROUNDS), "comma-separated, from: " + ", ".join(BACKGROUNDS)),
+    "targets": (",".join(AdaMAEConfig.TARGETS), "comma-separated pretrain.py --target values"),
+    "seeds": ("0,1,2", "comma-separated pretrain.py --seed values"),
+    "knobs": (",".join(KNOBS), f"comma-separated, on the texture background, or none; from: {', '.join(KNOBS)}"),
+    "knob_targets": ("pixel", "the targets the knobs run with"),
+    "steps": (540, "optimizer steps per run (the demo's budget: 540 = 30 epochs of 18)"),
     "eval_every": (60, "steps between measurements of the sampler"),
-    "seed": (0, "pretrain.py --seed"),
-    "out_dir": ("runs/study", "one folder per curve"),
-    "docs": ("docs", "where study.json, study.csv and study.png go"),
-    "plot_only": (False, "redraw the picture and tables from finished curves, train nothing"),
+    "log_every": (20, "steps between logged losses (the L_R curve)"),
+    "out_dir": ("runs/study", "one folder per run, and the generated sets in sets/"),
+    "docs": ("docs/results", "where study.json, study.csv and the pictures go"),
+    "plot_only": (False, "train nothing: the tables and plots of the finished runs"),
 }
 
 
-def curve_argv(name, args, out_dir):
-    """pretrain.py options of a curve: the demo recipe, args.steps as whole epochs."""
-    extra = CURVES[name]
-    background = extra[extra.index("--synthetic_background") + 1] if "--synthetic_background" in extra else "flat"
-    synthetic = make_synthetic(out_dir / "synthetic", seed=0, background=background, **DEMO_SET)
-    epochs = math.ceil(args.steps / (len(read_list(synthetic["train"])) // BATCH))
-    return ["--out_dir", str(out_dir), "--batch_size", str(BATCH), "--epochs", str(epochs), "--eval_every", str(args.eval_every),
-            "--vis_every", "0", "--seed", str(args.seed), *extra]
+def names(text, known, what):
+    """A comma-separated option -> its names, each checked against `known`; 'none' is no name."""
+    chosen = [n.strip() for n in text.split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"--{what}: unknown {unknown}; choose from {list(known)}")
+    return chosen
 
 
-def read_curve(log_path):
-    """log.jsonl -> {"sampler": [{step, enrichment, enrichment_visible, motion_correlation}],
-    "loss": [{step, recon_loss}]}."""
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
-    sampler = {r["step"]: r for r in records if "motion_correlation" in r}  # the last step is measured twice
+def plan(args):
+    """Every run the options select, as (background, knob or None, target, seed): the backgrounds' grid first."""
+    targets = names(args.targets, AdaMAEConfig.TARGETS, "targets")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    runs = [(b, None, t, s) for b in names(args.backgrounds, BACKGROUNDS, "backgrounds") for t in targets for s in seeds]
+    return runs + [("texture", k, t, s) for k in names(args.knobs, KNOBS, "knobs")
+                   for t in names(args.knob_targets, AdaMAEConfig.TARGETS, "knob_targets") for s in seeds]
+
+
+def run_argv(background, knob, target, seed, args):
+    """pretrain.py's options for one run, and its folder. The generated set is shared by every run on the same
+    background (out_dir/sets/BACKGROUND, linked as the run's synthetic/); args.steps as whole epochs where it
+    is a multiple of one, else cut short by --max_steps."""
+    setting = background if knob is None else f"{background} {knob}"
+    run_dir = Path(args.out_dir) / setting.replace(" ", "_") / target / str(seed)
+    shared = make_synthetic(Path(args.out_dir) / "sets" / background, seed=0, background=background, **DEMO_SET)
+    per_epoch = len(read_list(shared["train"])) // BATCH
+    argv = ["pretrain.py", "--out_dir", str(run_dir), "--batch_size", str(BATCH),
+            "--epochs", str(math.ceil(args.steps / per_epoch)), "--eval_every", str(args.eval_every),
+            "--log_every", str(args.log_every), "--vis_every", "0", "--seed", str(seed), "--synthetic_background", background, "--target", target,
+            *(KNOBS[knob] if knob else [])]
+    return argv + (["--max_steps", str(args.steps)] if args.steps % per_epoch else []), run_dir, shared["train"].parent
+
+
+def read_curve(run_dir):
+    """log.jsonl -> {"sampler": [{step, motion_correlation[, enrichment, enrichment_visible]}], "loss": [{step,
+    recon_loss}]}; the last step is measured twice (at its step and as the final one): kept once."""
+    records = read_log(Path(run_dir) / "log.jsonl")
+    sampler = {r["step"]: r for r in records if "motion_correlation" in r}
     return {"sampler": list(sampler.values()),
             "loss": [{"step": r["step"], "recon_loss": r["recon_loss"]} for r in records if "recon_loss" in r]}
 
 
-def cpu_seconds():
-    """CPU time of this process and its finished children (the DataLoader workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def run(background, knob, target, seed, args):
+    """Train one run unless its run.json records the same command."""
+    argv, run_dir, shared = run_argv(background, knob, target, seed, args)
+    if recorded(run_dir / "run.json", argv) is not None:
+        return
+    for old in ("log.jsonl", "checkpoint.pt"):  # a half-finished run would mix two runs' steps
+        (run_dir / old).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "synthetic").exists():
+        (run_dir / "synthetic").symlink_to(os.path.relpath(shared, run_dir), target_is_directory=True)
+    setting = background if knob is None else f"{background} {knob}"
+    head = {"setting": setting, "background": background, "knob": knob, "target": target, "seed": seed,
+            "out_dir": str(run_dir)}
+    # one thread per run: two pieces of the study can run side by side on two cores
+    run_recorded(argv, run_dir / "run.json", head, lambda: {**pretrain_numbers(run_dir), **read_curve(run_dir)},
+                 env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def run_curve(name, args):
-    """Train one curve unless curve.json already holds it for the same command; returns the curve."""
-    out_dir = Path(args.out_dir) / name.replace(" ", "_")
-    argv = curve_argv(name, args, out_dir)
-    done = out_dir / "curve.json"
-    if done.is_file() and json.loads(done.read_text())["argv"] == argv:
-        return json.loads(done.read_text())
-    if args.plot_only:
-        return None
-    for stale in ("log.jsonl", "checkpoint.pt"):  # a half-finished run would mix two curves
-        (out_dir / stale).unlink(missing_ok=True)
-    wall, cpu = time.time(), cpu_seconds()
-    # one thread, one curve per core: run several studies side by side instead
-    subprocess.run([sys.executable, str(Path(__file__).parent.parent / "pretrain.py"), *argv], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    curve = {"name": name, "argv": argv, "command": "python pretrain.py " + " ".join(argv),
-             "wall_s": round(time.time() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
-             **read_curve(out_dir / "log.jsonl")}
-    done.write_text(json.dumps(curve))
-    return curve
+def finished(args):
+    """Every run.json under out_dir whose command is the one the current options give its run, in the study's
+    order: backgrounds, then knobs; targets; seeds."""
+    records = []
+    for path in sorted(Path(args.out_dir).glob("*/*/*/run.json")):
+        r = json.loads(path.read_text())
+        if r["background"] in BACKGROUNDS and (r["knob"] is None or r["knob"] in KNOBS) and \
+                recorded(path, run_argv(r["background"], r["knob"], r["target"], r["seed"], args)[0]) is not None:
+            records.append(r)
+    order = [None, *KNOBS]
+    return sorted(records, key=lambda r: (order.index(r["knob"]), BACKGROUNDS.index(r["background"]),
+                                          AdaMAEConfig.TARGETS.index(r["target"]), r["seed"]))
 
 
-def summary_row(curve):
-    """One line of study.csv: the sampler at the first and last measurement, the last L_R, the cost."""
-    first, last = curve["sampler"][0], curve["sampler"][-1]
-    return {"setting": curve["name"], "steps": last["step"],
-            "enrichment_start": round(first["enrichment"], 2), "enrichment_end": round(last["enrichment"], 2),
-            "motion_correlation_end": round(last["motion_correlation"], 2),
-            "recon_loss_end": round(curve["loss"][-1]["recon_loss"], 3) if curve["loss"] else None,
-            "wall_s": curve["wall_s"], "cpu_s": curve["cpu_s"], "command": curve["command"]}
+def mean_se(values):
+    """(mean, standard error over the values) of the values that are there; None where there are none (or, for
+    the error, only one)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+    return statistics.fmean(values), se
 
 
-def write_results(curves, docs):
-    """docs/study.json (every curve), docs/study.csv (summary rows), docs/study.png (three panels)."""
-    docs = Path(docs)
+def summary(records):
+    """One row per (setting, target), in the order of the runs: seeds, steps, mean and standard error of each
+    final number, mean CPU seconds."""
+    groups = {}
+    for r in records:
+        groups.setdefault((r["setting"], r["target"]), []).append(r)
+    rows = []
+    for (setting, target), runs in groups.items():
+        row = {"setting": setting, "target": target, "seeds": " ".join(str(r["seed"]) for r in runs),
+               "steps": runs[0]["steps"]}
+        for metric in METRICS:
+            mean, se = mean_se([r.get(metric) for r in runs])
+            row[f"{metric}_mean"], row[f"{metric}_se"] = rounded(mean), rounded(se)
+        row["cpu_s_mean"] = round(statistics.fmean(r["cpu_s"] for r in runs), 1)
+        rows.append(row)
+    return rows
+
+
+def rounded(x):
+    return None if x is None else round(x, 4)
+
+
+def mean_curve(runs, part, key):
+    """[(step, mean over the runs that measured it)] of one curve of several seeds."""
+    by_step = {}
+    for r in runs:
+        for point in r[part]:
+            if point.get(key) is not None:
+                by_step.setdefault(point["step"], []).append(point[key])
+    return sorted((step, statistics.fmean(v)) for step, v in by_step.items())
+
+
+def save_plot(path, records):
+    """Enrichment, motion correlation and L_R against steps, one line per (setting, target): the mean over seeds.
+    A panel no run measured (enrichment of clutter alone) is left out."""
+    groups = {}
+    for r in records:
+        groups.setdefault(f"{r['setting']} {r['target']}", []).append(r)
+    panels = [("foreground enrichment", "sampler", "enrichment"),
+              ("motion correlation", "sampler", "motion_correlation"), ("reconstruction loss l_r", "loss", "recon_loss")]
+    drawn = [(title, [(name, mean_curve(runs, part, key)) for name, runs in groups.items()])
+             for title, part, key in panels]
+    drawn = [(title, series) for title, series in drawn if any(points for _, points in series)]
+    plot.save_line_plots(path, [title for title, _ in drawn], [series for _, series in drawn], x_label="step")
+
+
+def write_results(records, args):
+    """study.json, study.csv, study.png, study_knobs.png and the texture pictures into args.docs."""
+    docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "study.json").write_text(json.dumps(curves, indent=1))
-    rows = [summary_row(c) for c in curves]
+    rows = summary(records)
+    (docs / "study.json").write_text(json.dumps({"summary": rows, "runs": records}, indent=1))
     with open(docs / "study.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    panels = [("foreground enrichment", "sampler", "enrichment"), ("motion correlation", "sampler", "motion_correlation"),
-              ("reconstruction loss l_r", "loss", "recon_loss")]
-    series = [[(c["name"], [(p["step"], p[key]) for p in c[part]]) for c in curves] for _, part, key in panels]
-    plot.save_line_plots(docs / "study.png", [title for title, _, _ in panels], series, x_label="step")
+    backgrounds = [r for r in records if r["knob"] is None]
+    if backgrounds:
+        save_plot(docs / "study.png", backgrounds)
+    knob_targets = {r["target"] for r in records if r["knob"]}
+    if knob_targets:  # each knob beside plain texture at the same targets
+        save_plot(docs / "study_knobs.png", [r for r in records if r["background"] == "texture" and
+                                             (r["knob"] or r["target"] in knob_targets)])
+    for target in AdaMAEConfig.TARGETS:  # the first seed's picture of the first held-out clip
+        runs = [r for r in backgrounds if r["background"] == "texture" and r["target"] == target]
+        if runs and (Path(runs[0]["out_dir"]) / "vis" / "final.png").is_file():
+            shutil.copyfile(Path(runs[0]["out_dir"]) / "vis" / "final.png", docs / f"study_texture_{target}.png")
     for row in rows:
-        print(f"{row['setting']:>24}: enrichment {row['enrichment_start']:.2f} -> {row['enrichment_end']:.2f}, "
-              f"motion correlation {row['motion_correlation_end']:+.2f}, L_R {row['recon_loss_end']}, "
-              f"{row['steps']} steps, {row['cpu_s']:.0f} CPU-s")
+        print(json.dumps(row))
 
 
 def main(argv=None):
-    args = make_parser(__doc__, DEFAULTS, {}).parse_args(argv)
-    names = [n.strip() for n in args.curves.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CURVES]
-    if unknown:
-        raise ValueError(f"unknown curve(s) {unknown}; choose from {list(CURVES)}")
-    curves = [c for c in (run_curve(name, args) for name in names) if c is not None]
-    if not curves:
-        sys.exit("no finished curve to plot")
-    write_results(curves, args.docs)
+    args = make_parser(__doc__, OPTIONS, {}).parse_args(argv)
+    planned = plan(args)
+    for point in [] if args.plot_only else planned:
+        run(*point, args)
+    records = finished(args)
+    if not records:
+        sys.exit(f"no finished run under {args.out_dir} for these options")
+    write_results(records, args)
 
 
 if __name__ == "__main__":

@@ -131,10 +131,10 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
 
 
 def _straight_path(rng, room, speed, num_frames):
-    """(start, velocity) per axis (2,) of a path at `speed` pixels a frame in a random direction that stays
-    within [0, room] on both axes for all frames."""
+    """(start, velocity) per axis (2,) of a path at `speed` pixels a frame (at most what fits) in a random
+    direction that stays within [0, room] on both axes for all frames."""
     angle = rng.uniform(0, 2 * np.pi)
-    velocity = speed * np.array([np.cos(angle), np.sin(angle)])
+    velocity = min(speed, room / max(num_frames - 1, 1)) * np.array([np.cos(angle), np.sin(angle)])
     travel = velocity * (num_frames - 1)
     return rng.uniform(np.maximum(0, -travel), room - np.maximum(0, travel)), velocity
 
