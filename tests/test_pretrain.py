@@ -140,6 +140,15 @@ def test_data_alone_selects_the_paper_recipe_and_says_so(synthetic_root, tmp_pat
     assert any("tokens: 1568 = (8, 14, 14), visible 78, masked 1490" in p for p in printed)
 
 
+def test_target_and_position_table_options_reach_the_model_config():
+    cfg = pretrain.model_config(pretrain.get_args(["--target", "pixel", "--position_table", "3d"])[0])
+    assert (cfg.target, cfg.position_table) == ("pixel", "3d")
+    default = pretrain.model_config(pretrain.get_args([])[0])
+    assert (default.target, default.position_table) == ("patch_norm", "1d")  # the paper's, without the options
+    with pytest.raises(ValueError, match=r"AdaMAEConfig.target='raw'"):
+        pretrain.model_config(pretrain.get_args(["--target", "raw"])[0])
+
+
 def test_lr_schedule_warmup_then_cosine():
     assert get_lr(0, 100, 10, 1.0, 0.1) == 0.0
     assert get_lr(5, 100, 10, 1.0, 0.1) == pytest.approx(0.5)
