@@ -206,7 +206,8 @@ def test_configs_the_folders_cannot_express_are_not_written(field, value, kind):
     cfg = AdaMAEConfig.preset("tiny", **{field: value})
     with pytest.raises(ValueError, match=re.escape(f"AdaMAEConfig.{field}={value!r}: a Hugging Face VideoMAE {kind}")):
         huggingface.to_hf_config(cfg, kind)
-    huggingface.to_hf_config(AdaMAEConfig.preset("tiny", target="pixel"), "classifier")  # a classifier has no target
+    for other in ("encoder", "classifier"):  # neither has a target: a pixel-trained model's are written
+        huggingface.to_hf_config(AdaMAEConfig.preset("tiny", target="pixel"), other)
 
 
 def test_the_wrong_reader_or_folder_is_named(tmp_path):
