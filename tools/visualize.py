@@ -13,7 +13,7 @@ import torch
 
 from adamae import AdaMAE, AdaMAEConfig
 from engine import load_checkpoint_file
-from weights.convert import load_reference_pretrained
+from weights.convert import load_reference_pretrained, require_kind
 from data import VideoDataset
 from engine import make_parser
 from pictures.figures import block_name, render, save_blocks
@@ -64,7 +64,8 @@ def parse_args(argv=None):
 def load_model(path, preset="base", mask_ratio=None):
     """A checkpoint of pretrain.py (it stores its config) or an authors' pre-training checkpoint
     (config = `preset`, see convert.py) -> AdaMAE in eval mode; mask_ratio overrides rho."""
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = require_kind(path, load_checkpoint_file(path), ("pretrain.py", "adamae", "videomae"),
+                              "tools.visualize --checkpoint")
     overrides = {} if mask_ratio is None else {"mask_ratio": mask_ratio}
     if "config" not in checkpoint:
         return load_reference_pretrained(checkpoint, preset, **overrides)
