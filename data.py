@@ -20,10 +20,10 @@ The demo's generated videos live in synthetic.py.
 
 Padding rule: a video shorter than a clip's span repeats its last frame (indices clamp to
 length - 1); a file that ends before its header says repeats the last frame it could decode.
-Bad-file policy: `VideoDataset.__getitem__` warns and returns how many files it skipped as the third
-item. Training draws another random sample in the bad one's place (the loop sums the count per epoch
-and prints it); evaluation never substitutes: it returns an all-zero clip flagged 1, which the
-metric leaves out and reports by name.
+Bad-file policy: `VideoDataset.__getitem__` warns and says in its third item which files it skipped.
+Training draws another random sample in the bad one's place and returns the dataset indices of the
+failed draws (the loop names the epoch's distinct bad videos and counts them); evaluation never
+substitutes: it returns an all-zero clip flagged 1, which the metric leaves out and reports by name.
 """
 
 import math
@@ -50,12 +50,12 @@ def read_list(path, data_root=None):
 
     One `path label` per line (label >= 0), no header, blank lines ignored; the label follows the last
     whitespace, so a path may itself contain spaces. VideoMAEv2's pre-training form `path 0 -1` (a start
-    index and no label) gives label -1.
+    index and no label) gives label -1. UTF-8 text, with or without a byte-order mark.
     """
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(list_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         text = line.strip()
@@ -71,6 +71,20 @@ def read_list(path, data_root=None):
         video = Path(video)
         samples.append((str(video if video.is_absolute() else root / video), label))
     return samples
+
+
+def list_text(path):
+    """The text of a list file; a file that is no text (an image, a video of an unknown extension) is
+    refused by name."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (some editors write one) is not part of line 1
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise ValueError(f"{path}: not a list file ('path label' per line, UTF-8 text) nor a video with a known "
+                         f"extension ({', '.join(VIDEO_EXTENSIONS)}); give a list, a folder or a video")
+    return text
 
 
 def _videos_under(folder):
@@ -461,8 +475,9 @@ class VideoDataset(torch.utils.data.Dataset):
     clip: (3, T, S, S) float, ImageNet-normalised; (repeat_aug, 3, T, S, S) when training with
     repeat_aug > 1 (one decode, independent start/crop/flip per copy, as SpatioTemporal-MAE);
     (test_clips * test_crops, 3, T, S, S) at eval with several views, ordered clip-major.
-    skipped: training: files that failed to decode before this sample was produced (another random
-    video took their place); sum it over an epoch. Evaluation: 1 when this very video is unreadable,
+    skipped: training: the dataset indices of the files that failed to decode before this sample was
+    produced (another random video took their place), a (max_failures,) tensor padded with -1
+    (engine.Epochs collects them). Evaluation: 1 when this very video is unreadable,
     its clip then all zeros - a placeholder to leave out, never a substitute that counts twice.
     Randomness comes from torch's global RNG, which DataLoader seeds differently in every worker.
     decode="fast" crops and scales in FFmpeg and lets the decoder drop unwanted non-reference frames
@@ -541,7 +556,7 @@ class VideoDataset(torch.utils.data.Dataset):
         return ((views,) if views > 1 else ()) + (3, self.num_frames, self.img_size, self.img_size)
 
     def __getitem__(self, index):
-        failures = []
+        failures = []  # (index, path, error) of each failed draw
         while True:
             path, label = self.samples[index]
             try:
@@ -551,11 +566,15 @@ class VideoDataset(torch.utils.data.Dataset):
                     warnings.warn(f"unreadable video {path}, left out of the evaluation: {e}")
                     return torch.zeros(self._view_shape()), label, 1
                 warnings.warn(f"skipping unreadable video {path}: {e}")
-                failures.append((path, e))
+                failures.append((index, path, e))
                 if len(failures) >= self.max_failures:
-                    names = ", ".join(sorted({p for p, _ in failures}))
+                    names = ", ".join(sorted({p for _, p, _ in failures}))
                     raise RuntimeError(f"{len(failures)} videos in a row failed to decode "
                                        f"(last error: {e}); files: {names}") from e
                 index = int(torch.randint(len(self.samples), ()))
                 continue
-            return self._transform(clips), label, len(failures)
+            if not self.train:
+                return self._transform(clips), label, 0
+            failed = torch.full((self.max_failures,), -1)  # a fixed size, so that the loader can stack it
+            failed[:len(failures)] = torch.tensor([i for i, _, _ in failures], dtype=torch.long)
+            return self._transform(clips), label, failed

@@ -2,7 +2,7 @@
 recipe, and the training step itself lives in each script.
 
   * options      `make_parser`, `apply_recipe`: argparse from a script's {name: (default, help)} table and its
-                 named recipes
+                 named recipes; `checked` types (`POSITIVE_INT`, `one_of`, ...) refuse a bad value when it is parsed
   * processes    `setup_distributed` (torchrun's RANK / LOCAL_RANK), `all_reduce` / `all_gather` /
                  `gather_rows`: every collective, its tensors on the process group's device
   * precision    `amp_setup`: one autocast context and a GradScaler for fp16
@@ -10,15 +10,19 @@ recipe, and the training step itself lives in each script.
                  (DDP's no_sync while accumulating), `clip_gradients`
   * data         `make_loader`, `Epochs` (epochs of optimizer steps, reseeded for exact resumes)
   * reporting    `TrainLog`: progress bar and log.jsonl
-  * safety       `check_finite` (one stop for every process), `load_checkpoint_file` (the one safe loader),
-                 `find_resume`, `save_checkpoint` (atomic), `append_jsonl`
+  * safety       `RunLock` (one run per out_dir), `check_finite` and `state_is_finite` (one stop for every
+                 process), `load_checkpoint_file` (the one safe loader), `find_resume`, `resume_text`,
+                 `save_checkpoint` (atomic), `append_jsonl`
 """
 
 import argparse
+import atexit
 import json
 import math
 import os
 import pickle
+import re
+import socket
 import time
 import warnings
 from contextlib import nullcontext
@@ -62,6 +66,41 @@ def make_parser(description, options, types, recipes=None):
     return parser
 
 
+def checked(kind, test, meaning):
+    """An argparse `type`: the text as `kind`, refused unless `test(value)` holds. argparse then stops before
+    any work with one line naming the option and the value: "argument --accum_steps: '0' is not a whole
+    number >= 1"."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {meaning}")
+        return value
+    return convert
+
+
+def one_of(*names):
+    """An argparse `type` that takes one of `names`."""
+    return checked(str, lambda v: v in names, f"one of {', '.join(names)}")
+
+
+POSITIVE_INT = checked(int, lambda v: v >= 1, "a whole number >= 1")
+COUNT = checked(int, lambda v: v >= 0, "a whole number >= 0")
+POSITIVE = checked(float, lambda v: 0 < v < math.inf, "a finite number > 0")
+NON_NEGATIVE = checked(float, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+FRACTION = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+PROBABILITY = checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE = one_of(*DTYPES)
+# The options both recipe scripts have, each with the check its value must pass.
+TRAINING_TYPES = {"data": str, "resume": str, "stride": POSITIVE_INT, "num_workers": COUNT, "batch_size": POSITIVE_INT,
+                  "accum_steps": POSITIVE_INT, "epochs": POSITIVE_INT, "warmup_epochs": COUNT, "base_lr": POSITIVE,
+                  "min_lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "clip_grad": POSITIVE, "dtype": DTYPE,
+                  "log_every": POSITIVE_INT, "save_every": POSITIVE_INT, "max_steps": COUNT}
+
+
 def apply_recipe(args, recipes, argv_data):
     """Fill the options the command line left unset from the chosen recipe: --recipe, else the first recipe
     (the paper's) when --data is given, else "demo". Returns the line a run prints first: the recipe's
@@ -99,9 +138,11 @@ def setup_distributed():
     return rank, world, torch.device("cpu")
 
 
-def finish(results, world):
+def finish(results, world, lock=None):
     """Leave the process group together (a rank tearing gloo down while another still finishes a collective
-    can abort) and hand back `results`."""
+    can abort), give the run's `RunLock` back and hand back `results`."""
+    if lock is not None:
+        lock.release()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -158,7 +199,7 @@ def amp_setup(dtype_name, device):
     """(autocast context, GradScaler): bf16 on CUDA when supported, else fp32; GradScaler only for fp16."""
     if dtype_name is None:  # the CUDA default needs a GPU; the tests run bf16 and fp16 on the CPU by name
         dtype_name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    dtype = DTYPES[dtype_name]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     return autocast, scaler
@@ -235,42 +276,60 @@ class Epochs:
     """The training data as epochs of optimizer steps: `epoch(e, step)` yields each step's `accum_steps`
     loader batches, reseeded so that resuming at an epoch replays it exactly (data order, augmentation in
     the main process, masks). `max_steps` ends training inside an epoch; such an epoch is not `complete`,
-    so it is not checkpointed. `skipped` counts the unreadable videos the dataset replaced in the epoch."""
+    so it is not checkpointed. `failed` lists the dataset indices of the unreadable videos the dataset
+    replaced in the epoch, one per failed draw (`unreadable` sums them over every process)."""
 
     def __init__(self, loader, sampler, steps_per_epoch, accum_steps, seed, rank, max_steps=None):
         self.loader, self.sampler, self.steps_per_epoch, self.accum_steps = loader, sampler, steps_per_epoch, accum_steps
         self.seed, self.rank, self.max_steps = seed, rank, max_steps
-        self.complete, self.skipped = False, 0
+        self.complete, self.failed = False, []
 
     def epoch(self, epoch, step):
         steps = self.steps_per_epoch if self.max_steps is None else min(self.steps_per_epoch, self.max_steps - step)
-        self.complete, self.skipped = steps == self.steps_per_epoch, 0
+        self.complete, self.failed = steps == self.steps_per_epoch, []
         self.sampler.set_epoch(epoch)
         torch.manual_seed(self.seed + 1000 * epoch + self.rank)
         batches = iter(self.loader)
         for _ in range(max(steps, 0)):
-            micro = [next(batches) for _ in range(self.accum_steps)]  # each (clips, labels, skipped)
-            self.skipped += sum(int(skipped.sum()) for _, _, skipped in micro)
+            micro = [next(batches) for _ in range(self.accum_steps)]  # each (clips, labels, failed indices)
+            self.failed += [i for _, _, failed in micro for i in failed[failed >= 0].tolist()]  # CPU: no sync
             yield micro
+
+    def unreadable(self):
+        """(the epoch's distinct unreadable videos over every process, sorted; the failed draws): a file drawn
+        twice, or by two processes, is one video. Every process calls it (collective)."""
+        draws = int(all_reduce(len(self.failed)))
+        if not draws:
+            return [], 0
+        seen = torch.zeros(len(self.loader.dataset), dtype=torch.uint8)  # one flag per video of the dataset
+        seen[self.failed] = 1
+        seen = all_reduce(seen, op=dist.ReduceOp.MAX)
+        samples = self.loader.dataset.samples
+        return sorted(samples[i][0] for i in seen.nonzero().flatten().tolist()), draws
 
 
 class TrainLog:
     """What a run reports as it goes: a progress bar, and every `log_every` optimizer steps (and at the last)
     one record in out_dir/log.jsonl with the losses, lr and clips/s, on rank 0. The non-finite check runs at
-    the same steps on every process (it is collective): these are the loop's only host-device syncs."""
+    the same steps on every process (it is collective): these are the loop's only host-device syncs.
+    `last_good` is the (checkpoint, step) a stop points back to: the one resumed from, then each
+    out_dir/checkpoint.pt written (`save`)."""
 
-    def __init__(self, out_dir, total_steps, step, log_every, is_main, show_bar=True):
+    def __init__(self, out_dir, total_steps, step, log_every, is_main, show_bar=True, resume=None):
         self.out_dir, self.log_every, self.is_main = Path(out_dir), log_every, is_main
+        self.ckpt_path, self.last_good = self.out_dir / "checkpoint.pt", (resume, step) if resume else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.bar = tqdm(total=total_steps, initial=step, disable=not (is_main and show_bar), dynamic_ncols=True)
         self.t_start, self.t_log, self.clips = time.time(), time.time(), 0
+        if resume and is_main:
+            self.drop_after(step)
 
     def step(self, step, epoch, losses, finite, clips, lr):
         """After optimizer step `step` of `clips` clips: `losses` {name: device tensor} are read only at log steps."""
         self.bar.update()
         self.clips += clips
         if step % self.log_every == 0 or step == self.bar.total:
-            check_finite(finite, f"by step {step}", self.out_dir / "checkpoint.pt")
+            check_finite(finite, f"non-finite loss by step {step}", self.last_good)
             speed = self.clips / (time.time() - self.t_log)
             self.t_log, self.clips = time.time(), 0
             values = {name: value.item() for name, value in losses.items()}
@@ -285,44 +344,171 @@ class TrainLog:
         if self.is_main:
             self.bar.write(text)
 
-    def end_of_epoch(self, epoch, finite, skipped):
-        """Before anything is saved: stop every process on a non-finite loss; the unreadable videos of the
-        epoch summed over all processes, warned about and logged (returned)."""
-        check_finite(finite, f"in epoch {epoch}", self.out_dir / "checkpoint.pt")
-        skipped = int(all_reduce(skipped))
-        if skipped and self.is_main:
-            warnings.warn(f"epoch {epoch}: skipped {skipped} unreadable videos (named above)")
-        return skipped
+    def drop_after(self, step):
+        """Resuming at `step`: log.jsonl's records past it (steps a stopped run took after its last checkpoint,
+        which this run takes again) and a line cut short by a kill are removed, so the log reads as one run."""
+        path = self.out_dir / "log.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [line for line in lines if (record := read_record(line)) is not None and record.get("step", 0) <= step]
+        if len(kept) < len(lines):
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+            self.print(f"{path}: removed {len(lines) - len(kept)} record(s) after step {step}, which this run repeats")
+
+    def end_of_epoch(self, epoch, step, finite, model, optimizer, epochs):
+        """Before anything is saved, on every process: stop on a non-finite loss, then on non-finite weights or
+        optimizer state (the last update of an epoch can overflow after a finite loss); then the epoch's
+        unreadable videos over all processes, named in a warning and returned for the epoch's log record."""
+        check_finite(finite, f"non-finite loss in epoch {epoch}", self.last_good)
+        check_finite(state_is_finite(model, optimizer), f"weights or optimizer state not finite after step {step}",
+                     self.last_good)
+        videos, draws = epochs.unreadable()
+        if videos and self.is_main:
+            shown = ", ".join(videos[:10]) + (f" and {len(videos) - 10} more" if len(videos) > 10 else "")
+            warnings.warn(f"epoch {epoch}: skipped {len(videos)} unreadable videos ({draws} draws replaced): {shown}")
+        return {"skipped_videos": len(videos), "skipped_draws": draws, "skipped_files": videos}
+
+    def save(self, path, model, optimizer, scaler, step, epoch, cfg, args, **extra):
+        """Rank 0 writes `path` (`save_checkpoint`); every process notes out_dir/checkpoint.pt as the last good
+        state."""
+        if self.is_main:
+            save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, **extra)
+        if Path(path) == self.ckpt_path:
+            self.last_good = (path, step)
 
 
-# ----------------------------------------------------------------------------- safety: non-finite stop, resume, checkpoints
+def read_record(line):
+    """One log.jsonl line as a dict; None for a line a kill cut short."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
-def check_finite(finite, when, ckpt_path):
-    """Stop every process on a non-finite loss in any of them, before anything is saved: DDP's averaged
-    gradients carry one process's NaN into all weights, so rank 0 must not save even if its own loss was
-    finite. Every process calls this at the same steps and raises the same error. One host sync."""
-    bad = int(all_reduce((~finite).long()))  # processes that saw a non-finite loss
+
+# ------------------------------------------------------------------------- safety: one run per out_dir, finite values
+
+class RunLock:
+    """One run per out_dir at a time: rank 0 creates `folder`/run.lock holding its process id and host and
+    removes it when the process exits. A second run finds it at its start and stops, naming the holder; a
+    lock whose process is gone (a run killed on this host) is taken over with a note. As the run's first
+    write, it names an out_dir that cannot be written before any work. Every process calls it (collective)."""
+
+    def __init__(self, folder, rank=0):
+        self.path, self.me = Path(folder) / "run.lock", f"{os.getpid()} {socket.gethostname()}"
+        error = self.take() if rank == 0 else None
+        if int(all_reduce(int(error is not None))):
+            raise RuntimeError(error or f"{folder}: rank 0 could not take {self.path} (its error says why)")
+        if rank == 0:
+            atexit.register(self.release)
+
+    def take(self):
+        """None once the lock is this process's, else why not, in one line."""
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            while (holder := self.create_or_read()) != self.me:  # the lock can change hands while we look
+                pid, _, host = holder.partition(" ")
+                if not holder:
+                    continue  # released, or not yet written by its new holder: look again
+                if host != socket.gethostname() or process_exists(pid):
+                    return (f"--out_dir {folder} is in use by process {pid} on {host} (lock {self.path}); wait for "
+                            f"it to end or choose another --out_dir")
+                print(f"note: {self.path} named process {pid} on {host}, which is gone (killed?); taking it over")
+                self.path.unlink(missing_ok=True)
+            return None
+        except OSError as e:
+            return f"--out_dir {folder} cannot be written ({e.strerror or e}); choose a folder you can write"
+
+    def create_or_read(self):
+        """This process's "pid host" when this call created the lock (or an earlier run of this process holds
+        it: tests call main more than once), else the holder's; '' when it vanished meanwhile."""
+        try:
+            with open(self.path, "x") as f:
+                f.write(self.me)
+            return self.me
+        except FileExistsError:
+            try:
+                return self.path.read_text()
+            except FileNotFoundError:
+                return ""
+
+    def release(self):
+        """Remove the lock if it is still this process's (also at exit, after an error)."""
+        try:
+            if self.path.read_text() == self.me:
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+def process_exists(pid):
+    """Whether process `pid` (text) runs on this host; a lock naming no number counts as gone."""
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def state_is_finite(model, optimizer):
+    """A device bool: every floating-point tensor of the weights and of the optimizer state is finite."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    tensors += [t for state in optimizer.state.values() for t in state.values()
+                if torch.is_tensor(t) and t.is_floating_point()]
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
+def check_finite(finite, problem, last_good):
+    """Stop every process when `finite` (a device bool) is False in any of them, before anything is saved:
+    DDP's averaged gradients carry one process's NaN into all weights, so rank 0 must not save even if its
+    own values were finite. Every process calls this at the same points and raises the same error, naming
+    `last_good` ((checkpoint, step) or None). One host sync."""
+    bad = int(all_reduce((~finite).long()))  # processes that saw a non-finite value
     if bad:
         world = dist.get_world_size() if dist.is_initialized() else 1
+        where = (f"{last_good[0]} is still the last good state (from step {last_good[1]}); resume from it"
+                 if last_good else "this run wrote no checkpoint yet; start again")
         raise FloatingPointError(
-            f"non-finite loss {when} in {bad} of {world} process(es); stopped without saving: {ckpt_path} is the "
-            f"last good state. Resume from it, e.g. with --clip_grad 1.0 or --dtype bf16 (docs/recipe.md: Troubleshooting)")
+            f"{problem} in {bad} of {world} process(es); nothing saved: {where}, e.g. with --clip_grad 1.0, a "
+            f"lower --base_lr or --dtype bf16 (docs/recipe.md: Troubleshooting)")
 
+
+# ----------------------------------------------------------------------------- safety: checkpoints
 
 def load_checkpoint_file(path):
-    """torch.load(path) on the CPU with weights_only=True: tensors, plain containers and values,
-    and argparse.Namespace only. Returns whatever the file holds (usually a dict)."""
+    """torch.load(path) on the CPU with weights_only=True: tensors, plain containers and values, and
+    argparse.Namespace only; nothing in the file runs. Returns whatever the file holds (usually a dict).
+    Whatever the file (torch.save's zip or legacy format, a plain pickle, a copy cut short, another
+    format), a failure is a ValueError naming it."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        refused = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"})
-        raise ValueError(
-            f"{path}: torch.load(weights_only=True) refused this checkpoint: it holds objects other than "
-            f"tensors, plain containers and argparse.Namespace ({', '.join(refused) or e}). Unpickling such "
-            f"objects can run arbitrary code; if you trust the file, re-save just its tensors.") from e
-    except (RuntimeError, EOFError) as e:  # a truncated or corrupt file (e.g. a copy cut short)
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+        refused = unsafe_globals(path, e)
+        if refused:
+            raise ValueError(
+                f"{path}: torch.load(weights_only=True) refused this file: it holds objects other than tensors, "
+                f"plain containers and argparse.Namespace ({', '.join(refused)}). Unpickling such objects can run "
+                f"arbitrary code; if you trust the file, re-save just its tensors.") from e
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (no torch.save file of tensors and plain "
+                         f"values: a plain pickle, or another format)") from e
+    except OSError:
+        raise  # a missing or unreadable path: the OS's error names it
+    except Exception as e:  # a truncated, corrupt or foreign file fails anywhere in the unpickler
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def unsafe_globals(path, error):
+    """The globals a refused file would import: all of them for torch.save's zip format, the first (from
+    the error) for the legacy format and plain pickles; argparse.Namespace is allowed."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # the zip format only
+    except (ValueError, RuntimeError):
+        names = re.findall(r"GLOBAL (\S+)", str(error))
+    return sorted(set(names) - {"argparse.Namespace"})
 
 
 def find_resume(explicit, ckpt_path):
@@ -336,11 +522,23 @@ def find_resume(explicit, ckpt_path):
     return resume
 
 
+def resume_text(resume, step, epoch, saved_args, args):
+    """The line a resumed run prints: where it goes on from, and every option whose value differs from the
+    run that wrote the checkpoint (the new value holds from here on: a new --base_lr or --epochs reshapes
+    the rest of the schedule)."""
+    now = vars(args)
+    changed = [f"{key} {saved_args[key]} -> {now[key]}" for key in saved_args
+               if key in now and key != "resume" and saved_args[key] != now[key]]
+    return f"resumed from {resume} at step {step}, epoch {epoch}" + (
+        f"; changed on resume: {', '.join(changed)}" if changed else "")
+
+
 def save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, **extra):
-    """Everything to resume exactly, as plain types, written atomically: a crash never leaves a torn file."""
+    """Everything to resume exactly, as plain types, written atomically (a crash never leaves a torn file)
+    through a temporary file of this process's own (two processes never write the same one)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
              "step": step, "epoch": epoch, "config": cfg.to_dict(), "args": vars(args), **extra}
-    tmp = Path(str(path) + ".tmp")
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -27,10 +27,10 @@ from augment import mix_batch
 from classifier import VideoClassifier, evaluate, left_out_text, load_encoder, topk_accuracy, views_dataset
 from data import VideoDataset
 from demo.synthetic import labelled_demo
-from engine import Epochs, TrainLog, amp_setup, apply_recipe, clip_gradients, find_resume, finish, get_lr, \
-    load_checkpoint_file, make_loader, make_parser, no_weight_decay, save_checkpoint, set_lr, setup_distributed, \
-    sync_gradients
-from weights.convert import read_classifier, read_pretrained
+from engine import FRACTION, NON_NEGATIVE, POSITIVE_INT, PROBABILITY, TRAINING_TYPES, Epochs, RunLock, TrainLog, \
+    amp_setup, apply_recipe, checked, clip_gradients, find_resume, finish, get_lr, load_checkpoint_file, make_loader, \
+    make_parser, no_weight_decay, one_of, resume_text, set_lr, setup_distributed, sync_gradients
+from weights.convert import read_classifier, read_pretrained, require_kind
 from weights.resize import at_clip_size
 
 
@@ -133,12 +133,12 @@ OPTIONS = {
     "save_every": (1, "epochs between checkpoints"),
     "max_steps": (None, "stop training after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "val": str, "num_classes": int, "sampling": str, "stride": int, "flip": bool,
-         "min_scale": float, "rand_aug": str, "reprob": float, "test_clips": int, "num_workers": int, "test_crops": int,
-         "pretrained": str, "compare": bool, "drop_path": float, "batch_size": int, "epochs": int,
-         "warmup_epochs": int, "base_lr": float, "min_lr": float, "weight_decay": float, "layer_decay": float,
-         "clip_grad": float, "mixup": float, "cutmix": float, "smoothing": float, "dtype": str, "resume": str,
-         "max_steps": int, "num_frames": int, "img_size": int}
+SHARE = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+TYPES = {**TRAINING_TYPES, "val": str, "num_classes": POSITIVE_INT, "sampling": one_of("dense", "segment"),
+         "flip": bool, "min_scale": SHARE, "rand_aug": str, "reprob": PROBABILITY, "test_clips": POSITIVE_INT,
+         "test_crops": POSITIVE_INT, "pretrained": str, "compare": bool, "drop_path": FRACTION, "layer_decay": SHARE,
+         "mixup": NON_NEGATIVE, "cutmix": NON_NEGATIVE, "smoothing": FRACTION, "num_frames": POSITIVE_INT,
+         "img_size": POSITIVE_INT}
 PRETRAIN_HINT = "run `python pretrain.py` first (it writes runs/pretrain/checkpoint.pt) or pass --pretrained PATH"
 
 
@@ -243,9 +243,14 @@ def test_only(args, rank, world, device):
     if rank == 0:
         print(f"[eval] {args.resume}: {num_classes} classes, {cfg.num_tokens} tokens {cfg.grid}; {len(test_set)} "
               f"videos of {args.val}")
-    log = TrainLog(Path(args.out_dir) / "eval", 0, 0, args.log_every, rank == 0, show_bar=False)
+    log = TrainLog(eval_dir(args), 0, 0, args.log_every, rank == 0, show_bar=False)
     return final_test(args, model, test_set, device, amp_setup(args.dtype, device)[0], rank, world, log, 0, None,
                       num_classes)
+
+
+def eval_dir(args):
+    """Where --eval logs: its own folder, so that a test can run while training writes out_dir."""
+    return Path(args.out_dir) / "eval"
 
 
 def finetune(args, rank, world, device):
@@ -275,9 +280,9 @@ def finetune(args, rank, world, device):
         print_setup(args, run_dir.name, model, optimizer, train_set, val_set, world, device, steps_per_epoch,
                     effective_batch, lr, min_lr)
         if resume:
-            print(f"[{run_dir.name}] resumed from {resume} at step {step}, epoch {start_epoch}")
+            print(f"[{run_dir.name}] {resume_text(resume, step, start_epoch, start[1].get('args', {}), args)}")
 
-    log = TrainLog(run_dir, total_steps, step, args.log_every, is_main)
+    log = TrainLog(run_dir, total_steps, step, args.log_every, is_main, resume=resume)
     epochs = Epochs(loader, sampler, steps_per_epoch, args.accum_steps, args.seed, rank, args.max_steps)
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked on every rank at log steps and epoch ends
     for epoch in range(start_epoch, args.epochs):
@@ -291,14 +296,14 @@ def finetune(args, rank, world, device):
             log.step(step, epoch, {"loss": loss}, finite, effective_batch, optimizer.param_groups[-1]["lr"])
         if not epochs.complete:
             break  # --max_steps ended the run inside this epoch: its partial progress is not checkpointed
-        skipped = log.end_of_epoch(epoch, finite, epochs.skipped)
+        skipped = log.end_of_epoch(epoch, step, finite, model, optimizer, epochs)
         top1 = validation(log, epoch, step, evaluate(model, val_set, device, autocast, args.batch_size,
                                                      args.num_workers, rank, world), skipped)
         improved, best = best is None or top1 > best, top1 if best is None else max(best, top1)
         for path, due in ((run_dir / "best.pt", improved),
                           (ckpt_path, (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)):
-            if is_main and due:  # the best val top-1 rides along, so a resumed run keeps best.pt's bar
-                save_checkpoint(path, model, optimizer, scaler, step, epoch, cfg, args, best_val_top1=best)
+            if due:  # the best val top-1 rides along, so a resumed run keeps best.pt's bar
+                log.save(path, model, optimizer, scaler, step, epoch, cfg, args, best_val_top1=best)
     log.bar.close()
     return final_test(args, model, test_set, device, autocast, rank, world, log, step, best, num_classes)
 
@@ -307,7 +312,7 @@ def starting_point(args, resume):
     """(config, (kind, state)): where the run's weights come from. The checkpoint being resumed; else a
     pre-training file (its encoder); else --scratch with the preset."""
     if resume:
-        ckpt = load_checkpoint_file(resume)
+        ckpt = require_kind(resume, load_checkpoint_file(resume), ("finetune.py",), "finetune.py --resume")
         return AdaMAEConfig.from_dict(ckpt["config"], resume), ("resume", ckpt)
     if args.pretrained is not None:
         cfg, state = read_pretrained(args.pretrained)
@@ -352,13 +357,13 @@ def print_setup(args, name, model, optimizer, train_set, val_set, world, device,
 
 
 def validation(log, epoch, step, evaluation, skipped):
-    """An epoch's single-view val top-1 (returned), printed and logged with the unreadable videos."""
+    """An epoch's single-view val top-1 (returned), printed and logged with the unreadable training videos
+    (`skipped`: TrainLog.end_of_epoch's record)."""
     probs, labels, left_out = evaluation
     top1 = topk_accuracy(probs, labels, 1)
     log.print(f"[{log.out_dir.name}] epoch {epoch}: val top-1 {100 * top1:.1f}% (single view, {len(labels)} "
               f"videos{left_out_text(left_out)})")
-    log.write({"epoch": epoch, "step": step, "val_top1": top1, "skipped_videos": skipped,
-               "val_left_out": len(left_out)})
+    log.write({"epoch": epoch, "step": step, "val_top1": top1, **skipped, "val_left_out": len(left_out)})
     return top1
 
 
@@ -392,10 +397,11 @@ def main(argv=None):
     rank, world, device = setup_distributed()
     if rank == 0:
         print(recipe_line)
+    lock = RunLock(eval_dir(args) if args.eval else args.out_dir, rank)  # one run per folder, before any write
     if args.eval:
-        return finish({"eval": test_only(args, rank, world, device)}, world)
+        return finish({"eval": test_only(args, rank, world, device)}, world, lock)
     if args.data is None:  # the demo: a labelled generated set, label = direction of motion
-        args.data, args.val = labelled_demo(args.out_dir, rank, world)
+        args.data, args.val = labelled_demo(args.out_dir, rank, world, given_val=args.val)
     if args.val is None:
         raise ValueError("--val LIST is needed with --data (validation and the multi-view test)")
     results = {} if args.scratch else {"pretrained": finetune(args, rank, world, device)}
@@ -407,7 +413,7 @@ def main(argv=None):
         pre, scr = results["pretrained"], results["scratch"]
         print(f"multi-view top-1: pre-trained {100 * pre['top1']:.1f}% vs from scratch {100 * scr['top1']:.1f}% "
               f"({100 * (pre['top1'] - scr['top1']):+.1f} points)")
-    return finish(results, world)
+    return finish(results, world, lock)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from adamae import AdaMAE, AdaMAEConfig
 from data import VideoDataset
 from demo.synthetic import pretraining_demo
-from engine import Epochs, TrainLog, amp_setup, append_jsonl, apply_recipe, clip_gradients, find_resume, finish, \
-    get_lr, load_checkpoint_file, make_loader, make_optimizer, make_parser, save_checkpoint, set_lr, \
-    setup_distributed, sync_gradients
+from engine import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, TRAINING_TYPES, Epochs, RunLock, TrainLog, \
+    amp_setup, append_jsonl, apply_recipe, clip_gradients, find_resume, finish, get_lr, load_checkpoint_file, \
+    make_loader, make_optimizer, make_parser, one_of, resume_text, set_lr, setup_distributed, sync_gradients
 from metrics import describe_sampler, load_probe_clips, measure_sampler
 from pictures.figures import save_figure
+from weights.convert import require_kind
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -104,10 +105,11 @@ OPTIONS = {
     "vis_every": (None, "steps between pictures of a fixed held-out clip; 0 = never"),
     "max_steps": (None, "stop after this many optimizer steps (smoke tests)"),
 }
-TYPES = {"data": str, "stride": int, "preset": str, "mask_ratio": float, "batch_size": int, "epochs": int,
-         "warmup_epochs": int, "num_workers": int, "base_lr": float, "min_lr": float, "weight_decay": float, "beta2": float,
-         "clip_grad": float, "sampling_weight": float, "sampler_dropout": float, "dtype": str, "resume": str, "max_steps": int, "patch_size": int, "encoder_dim": int,
-         "eval_every": int, "vis_every": int, "target": str, "position_table": str}
+TYPES = {**TRAINING_TYPES, "repeat_aug": POSITIVE_INT, "decode": one_of("fast", "exact"), "probe_videos": COUNT,
+         "preset": str, "mask_ratio": float, "sampling_weight": NON_NEGATIVE,
+         "sampler_dropout": FRACTION, "patch_size": POSITIVE_INT, "encoder_dim": POSITIVE_INT,
+         "sampler_lr_scale": POSITIVE, "beta1": FRACTION, "beta2": FRACTION, "eval_every": COUNT, "vis_every": COUNT,
+         "target": str, "position_table": str}
 
 
 def get_args(argv=None):
@@ -156,6 +158,7 @@ def main(argv=None):
     is_main = rank == 0
     if is_main:
         print(recipe_line)
+    lock = RunLock(args.out_dir, rank)  # one run per out_dir, before anything is written there
     demo_root = None if args.data else pretraining_demo(args.out_dir, args.synthetic_background, rank, world)
     args.data = args.data or str(demo_root / "train.csv")
     torch.manual_seed(args.seed + rank)
@@ -174,13 +177,13 @@ def main(argv=None):
 
     ckpt_path = Path(args.out_dir) / "checkpoint.pt"
     resume = find_resume(args.resume, ckpt_path)
-    step, start_epoch = load_checkpoint(resume, model, optimizer, scaler) if resume else (0, 0)
+    step, start_epoch, saved_args = load_checkpoint(resume, model, optimizer, scaler) if resume else (0, 0, None)
     compiled = torch.compile(model) if args.compile else model
     ddp_model = DDP(compiled) if world > 1 else compiled
     if is_main:
         print_setup(args, model, dataset, world, device, steps_per_epoch, effective_batch, lr, min_lr)
-        print(f"resumed from {resume} at step {step}, epoch {start_epoch}" if resume else "starting from step 0")
-    log = TrainLog(args.out_dir, total_steps, step, args.log_every, is_main)
+        print(resume_text(resume, step, start_epoch, saved_args, args) if resume else "starting from step 0")
+    log = TrainLog(args.out_dir, total_steps, step, args.log_every, is_main, resume=resume)
     probe = SamplerProbe(args, model, dataset, demo_root, device, log) if is_main else None
     if probe and step == 0:
         probe.measure(step, "before training")
@@ -200,19 +203,20 @@ def main(argv=None):
                 probe.after(step)
         if not epochs.complete:
             break  # --max_steps ended the run inside this epoch: its partial progress is not checkpointed
-        log.write({"epoch": epoch, "skipped_videos": log.end_of_epoch(epoch, finite, epochs.skipped)})
-        if is_main and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
-            save_checkpoint(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
+        log.write({"step": step, "epoch": epoch, **log.end_of_epoch(epoch, step, finite, model, optimizer, epochs)})
+        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+            log.save(ckpt_path, model, optimizer, scaler, step, epoch, cfg, args)
     log.bar.close()
     if probe:
         probe.measure(step, "final")
-        print(f"checkpoint: {ckpt_path}")
-    finish(None, world)
+        print(f"checkpoint: {log.last_good[0]} (step {log.last_good[1]})" if log.last_good else
+              "no checkpoint written: the run ended before its first save")
+    finish(None, world, lock)
 
 
 def load_checkpoint(path, model, optimizer, scaler):
-    """Restore a pre-training checkpoint into model, optimizer and scaler; (step, next epoch)."""
-    ckpt = load_checkpoint_file(path)
+    """Restore a pre-training checkpoint into model, optimizer and scaler; (step, next epoch, its run's options)."""
+    ckpt = require_kind(path, load_checkpoint_file(path), ("pretrain.py",), "pretrain.py --resume")
     saved = AdaMAEConfig.from_dict(ckpt["config"], path)
     if saved != model.cfg:
         changed = {f.name: (getattr(saved, f.name), getattr(model.cfg, f.name)) for f in fields(saved)
@@ -222,7 +226,7 @@ def load_checkpoint(path, model, optimizer, scaler):
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["step"], ckpt["epoch"] + 1
+    return ckpt["step"], ckpt["epoch"] + 1, ckpt.get("args", {})
 
 
 def print_setup(args, model, dataset, world, device, steps_per_epoch, effective_batch, lr, min_lr):

@@ -214,9 +214,12 @@ def pretraining_demo(out_dir, background="flat", rank=0, world=1):
     return root
 
 
-def labelled_demo(out_dir, rank=0, world=1):
+def labelled_demo(out_dir, rank=0, world=1, given_val=None):
     """The fine-tuning demo's labelled set in out_dir/synthetic, written by rank 0 while the others wait:
-    (train list, val list)."""
+    (train list, val list). A --val given without --data (`given_val`) is refused rather than replaced."""
+    if given_val is not None:
+        raise ValueError(f"--val {given_val} without --data: give the training list too (--data LIST), or "
+                         f"neither for the demo's generated set")
     root = Path(out_dir) / "synthetic"
     if rank == 0:
         make_synthetic(root, **LABELLED_SET)

@@ -144,6 +144,6 @@ def test_finetuning_defaults_and_switches(synthetic_root):
     dataset = VideoDataset(synthetic_root / "train.csv", num_frames=8, stride=2, img_size=32, scale=(0.08, 1.0),
                            rand_aug=RAND_AUG, reprob=0.25)
     clip, label, skipped = dataset[0]
-    assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.float32 and skipped == 0
+    assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.float32 and skipped.max() == -1  # none failed
     with pytest.raises(ValueError, match="unknown section"):
         VideoDataset(synthetic_root / "train.csv", rand_aug="rand-m7-q3")

@@ -111,7 +111,7 @@ def test_a_nan_on_one_rank_stops_both_and_keeps_the_checkpoint(synthetic_root, t
     mp.spawn(pretrain_worker, args=(2, free_port(), argv, 0, str(tmp_path)), nprocs=2)
     assert [(tmp_path / f"outcome{r}.txt").read_text() for r in range(2)] == ["finished"] * 2
     skipped = [r["skipped_videos"] for r in read_log(out) if "skipped_videos" in r]
-    assert len(skipped) == 1 and skipped[0] >= 2  # summed over both ranks: each unreadable video drawn counts
+    assert skipped == [2]  # over both ranks: each unreadable video once, however often it was drawn
     ckpt = out / "checkpoint.pt"
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
 

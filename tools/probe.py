@@ -105,7 +105,7 @@ def main(argv=None):
     if args.data is None:
         if rank == 0:
             print(f"no --data: the demo's labelled set in {args.out_dir}/synthetic")
-        args.data, args.val = labelled_demo(args.out_dir, rank, world)
+        args.data, args.val = labelled_demo(args.out_dir, rank, world, given_val=args.val)
     if args.val is None:
         raise ValueError("--val LIST is needed with --data: the probe's test videos")
     results = run_probes(args, rank, world, device)

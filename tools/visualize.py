@@ -14,7 +14,7 @@ import torch
 from adamae import AdaMAE, AdaMAEConfig
 from engine import load_checkpoint_file
 from weights import huggingface
-from weights.convert import load_reference_pretrained
+from weights.convert import load_reference_pretrained, require_kind
 from weights.shapes import check_shapes, expected_shapes
 from data import VideoDataset
 from engine import make_parser
@@ -74,7 +74,8 @@ def load_model(path, preset="base", mask_ratio=None):
         model = AdaMAE(cfg)
         model.load_state_dict(state)
         return model.eval()
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = require_kind(path, load_checkpoint_file(path), ("pretrain.py", "adamae", "videomae"),
+                              "tools.visualize --checkpoint")
     overrides = {} if mask_ratio is None else {"mask_ratio": mask_ratio}
     if "config" not in checkpoint:
         return load_reference_pretrained(checkpoint, preset, **overrides)

@@ -10,6 +10,7 @@ Every file is opened by `engine.load_checkpoint_file`, the project's one safe lo
                                   -> (AdaMAEConfig, classifier state dict, number of classes)
   * `read_checkpoint`             either of the two, told apart by the keys (tools/export_hf.py)
                                   Both read a Hugging Face VideoMAE folder too (weights/huggingface.py)
+  * `require_kind`                a loaded file of the kind a command needs, else an error saying what it is
 
 The only change of values: the reference stores separate `attn.q_bias` / `attn.v_bias` and no k
 bias; we store one `attn.qkv.bias` = cat(q_bias, 0, v_bias). A k bias adds the same amount to every
@@ -179,6 +180,22 @@ def file_kind(checkpoint):
     if {"patch_embed.proj.weight", "fc_norm.weight", "head.weight"} <= set(state):
         return "classifier"
     return None
+
+
+KINDS = {"pretrain.py": "a pretrain.py checkpoint (pre-training)",
+         "finetune.py": "a finetune.py checkpoint (a fine-tuned classifier)",
+         "adamae": "the authors' AdaMAE pre-training file", "videomae": "a VideoMAE pre-training file",
+         "classifier": "a fine-tuned VideoMAE/AdaMAE classifier", None: "of no checkpoint layout this project knows"}
+
+
+def require_kind(path, checkpoint, kinds, use):
+    """`checkpoint` (loaded from `path`) when its `file_kind` is one of `kinds`; else one line naming the file,
+    what it is and what `use` needs, e.g. "best.pt is a finetune.py checkpoint (a fine-tuned classifier), but
+    pretrain.py --resume needs a pretrain.py checkpoint (pre-training)"."""
+    kind = file_kind(checkpoint)
+    if kind not in kinds:
+        raise ValueError(f"{path} is {KINDS[kind]}, but {use} needs {' or '.join(KINDS[k] for k in kinds)}")
+    return checkpoint
 
 
 def _load(path):
