@@ -89,6 +89,12 @@ def pretrain_worker(rank, world, port, argv, poison_step, out_dir):
             micro = [video * float("nan") for video in micro]  # a real NaN loss, and NaN gradients for DDP to share
         return real_step(model, micro, *args, **kwargs)
 
+    run_pretrain_with(train_step, argv, out_dir, rank)
+
+
+def run_pretrain_with(train_step, argv, out_dir, rank):
+    """pretrain.main with `train_step` in place of its own; out_dir/outcome{rank}.txt: "finished", or the
+    FloatingPointError that stopped the run."""
     pretrain.train_step = train_step
     try:
         pretrain.main(argv)

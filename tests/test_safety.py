@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import finetune
@@ -24,6 +23,7 @@ import pretrain
 from classifier import VideoClassifier
 from data import load_samples
 from engine import load_checkpoint_file, save_checkpoint
+from test_distributed import run_pretrain_with
 from test_finetune import small_config
 from test_pretrain import free_port, read_log, run_args
 from tools import visualize
@@ -54,15 +54,7 @@ def nan_update_worker(rank, world, port, argv, poison_step, out_dir):
         finally:
             hook.remove()
 
-    pretrain.train_step = train_step
-    try:
-        pretrain.main(argv)
-        outcome = "finished"
-    except FloatingPointError as e:
-        outcome = f"{type(e).__name__}: {e}"
-        dist.barrier()  # both ranks stopped at the same check
-        dist.destroy_process_group()
-    Path(out_dir, f"outcome{rank}.txt").write_text(outcome)
+    run_pretrain_with(train_step, argv, out_dir, rank)
 
 
 def test_weights_made_non_finite_by_the_last_update_of_an_epoch_are_not_saved(synthetic_root, tmp_path):
