@@ -23,6 +23,7 @@ import pretrain
 from classifier import VideoClassifier
 from data import load_samples
 from engine import load_checkpoint_file, save_checkpoint
+from test_convert import Payload
 from test_distributed import run_pretrain_with
 from test_finetune import small_config
 from test_pretrain import free_port, read_log, run_args
@@ -106,16 +107,6 @@ def test_a_second_run_on_an_out_dir_in_use_stops_at_its_start(synthetic_root, tm
 
 # ----------------------------------------------------------------------------- 3. the safe loader names the file
 
-class Payload:
-    """Unpickling this would create a file: proof that code from the checkpoint ran."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_the_safe_loader_names_the_file_whatever_its_format(tmp_path):
     marker = tmp_path / "executed"
     legacy, plain, text, garbage = (tmp_path / name for name in ("legacy.pt", "plain.pkl", "text.pt", "garbage.pt"))
@@ -186,10 +177,10 @@ def test_val_without_data_is_refused_not_replaced_by_the_demo(synthetic_root, tm
 @pytest.mark.parametrize("kind", ["under a file", "read-only"])
 def test_an_out_dir_that_cannot_be_written_is_named_at_the_start(synthetic_root, tmp_path, kind):
     if kind == "read-only":
-        if os.geteuid() == 0:
-            pytest.skip("root writes into read-only folders")
-        (tmp_path / "locked").mkdir(mode=0o555)
         out = tmp_path / "locked"
+        out.mkdir(mode=0o555)
+        if os.geteuid() == 0:  # root writes through permissions; /proc refuses a new folder to everyone
+            out = Path("/proc") / f"adamae-{os.getpid()}"
     else:
         (tmp_path / "file").write_text("")
         out = tmp_path / "file" / "run"
