@@ -7,7 +7,9 @@ back from the run's own log.jsonl.
 """
 
 import json
+import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +43,25 @@ def pretrain_numbers(out_dir):
     final = [r for r in records if "motion_correlation" in r][-1]
     sampler = {k: final[k] for k in ("enrichment", "enrichment_visible", "motion_correlation") if k in final}
     return {"steps": final["step"], **sampler, "recon_loss": [r["recon_loss"] for r in records if "recon_loss" in r][-1]}
+
+
+def finetune_numbers(out_dir):
+    """Each arm's multi-view test top-1 and its best single-view validation top-1 (finetune.py with --compare)."""
+    numbers = {}
+    for arm in ("pretrained", "scratch"):
+        test = [r for r in read_log(Path(out_dir) / arm / "log.jsonl") if "test" in r][-1]
+        numbers[f"{arm}_top1"], numbers[f"{arm}_best_val_top1"] = test["top1"], test["best_val_top1"]
+    return numbers
+
+
+def mean_se(values):
+    """(mean, standard error over the values) of the values that are there; None where there are none (or, for
+    the error, only one)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+    return statistics.fmean(values), se
 
 
 def launch(argv, env=None):

@@ -13,7 +13,7 @@ import csv
 import json
 from pathlib import Path
 
-from demo.runs import pretrain_numbers, read_log, run_recorded
+from demo.runs import finetune_numbers, pretrain_numbers, run_recorded
 from engine import make_parser
 
 OPTIONS = {
@@ -23,15 +23,6 @@ OPTIONS = {
     "out_dir": ("runs/seeds", "one folder per seed"),
     "docs": ("docs/results", "where demo.json and demo.csv go"),
 }
-
-
-def finetune_numbers(out_dir):
-    """Each arm's multi-view test top-1 and its best single-view validation top-1."""
-    numbers = {}
-    for arm in ("pretrained", "scratch"):
-        test = [r for r in read_log(out_dir / arm / "log.jsonl") if "test" in r][-1]
-        numbers[f"{arm}_top1"], numbers[f"{arm}_best_val_top1"] = test["top1"], test["best_val_top1"]
-    return numbers
 
 
 def run(stage, seed, root):

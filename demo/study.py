@@ -32,7 +32,7 @@ from pathlib import Path
 
 from adamae import AdaMAEConfig
 from data import read_list
-from demo.runs import pretrain_numbers, read_log, recorded, run_recorded
+from demo.runs import mean_se, pretrain_numbers, read_log, recorded, run_recorded
 from demo.synthetic import BACKGROUNDS, DEMO_SET, make_synthetic
 from engine import make_parser
 from pictures import plot
@@ -134,16 +134,6 @@ def finished(args):
     order = [None, *KNOBS]
     return sorted(records, key=lambda r: (order.index(r["knob"]), BACKGROUNDS.index(r["background"]),
                                           AdaMAEConfig.TARGETS.index(r["target"]), r["seed"]))
-
-
-def mean_se(values):
-    """(mean, standard error over the values) of the values that are there; None where there are none (or, for
-    the error, only one)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return statistics.fmean(values), se
 
 
 def summary(records):

@@ -35,16 +35,19 @@ def small_config():
                         decoder_dim=16, decoder_depth=1, decoder_heads=2, sampler_heads=4, mask_ratio=0.75)
 
 
-@pytest.fixture(scope="module")
-def pretrained_path(tmp_path_factory):
-    """A pretrain.py checkpoint of a small AdaMAE, written by pretrain.save_checkpoint."""
+def write_pretrained(path):
+    """A pretrain.py checkpoint of a small AdaMAE at path, written by engine.save_checkpoint."""
     torch.manual_seed(0)
     model = AdaMAE(small_config())
     opt = torch.optim.AdamW(model.parameters())
-    path = tmp_path_factory.mktemp("pretrain") / "checkpoint.pt"
     save_checkpoint(path, model, opt, torch.amp.GradScaler("cpu", enabled=False), 10, 0, model.cfg,
                     finetune.get_args([])[0])
     return path
+
+
+@pytest.fixture(scope="module")
+def pretrained_path(tmp_path_factory):
+    return write_pretrained(tmp_path_factory.mktemp("pretrain") / "checkpoint.pt")
 
 
 # ----------------------------------------------------------------------------- optimiser
