@@ -14,14 +14,13 @@ standard error of the multi-view top-1 over the seeds, and the paired gap), payo
 payoff_steps.png (single-view validation top-1 after each epoch against steps, the mean over seeds).
 """
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
 from data import read_list
-from demo.runs import finetune_numbers, mean_se, read_log, run_recorded
+from demo.runs import finetune_numbers, mean_curve, mean_se, read_log, run_recorded, write_summary
 from demo.synthetic import labelled_demo
 from engine import POSITIVE_INT, make_parser
 from pictures import plot
@@ -93,24 +92,9 @@ def summary(records):
     return rows
 
 
-def mean_curve(runs, key):
-    """[(step, mean over seeds)] of one arm's validation curve."""
-    by_step = {}
-    for r in runs:
-        for point in r[key]:
-            by_step.setdefault(point["step"], []).append(point["val_top1"])
-    return sorted((step, float(np.mean(v))) for step, v in by_step.items())
-
-
 def write_results(records, docs):
-    docs = Path(docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    rows = summary(records)
-    (docs / "payoff.json").write_text(json.dumps({"summary": rows, "runs": records}, indent=1))
-    with open(docs / "payoff.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    docs, rows = Path(docs), summary(records)
+    write_summary(docs, "payoff", rows, records)
     classes = records[0]["classes"]
     points = {arm: sorted((row["videos"] / classes, row[f"{arm}_mean"]) for row in rows) for arm in ARMS}
     plot.save_line_plots(docs / "payoff.png", ["multi-view top-1"], [[(arm, points[arm]) for arm in ARMS]],
@@ -119,7 +103,7 @@ def write_results(records, docs):
     for r in records:
         groups.setdefault(r["per_class"], []).append(r)
     plot.save_line_plots(docs / "payoff_steps.png", ["single-view val top-1"],
-                         [[(f"{arm} K={k}", mean_curve(runs, f"{arm}_val")) for k, runs in groups.items()
+                         [[(f"{arm} K={k}", mean_curve(runs, f"{arm}_val", "val_top1")) for k, runs in groups.items()
                            for arm in ARMS]], x_label="step")
     for row in rows:
         print(json.dumps(row))

@@ -6,6 +6,7 @@ back from the run's own log.jsonl.
                           {"seed": 1}, lambda: pretrain_numbers("runs/x"))
 """
 
+import csv
 import json
 import math
 import resource
@@ -62,6 +63,33 @@ def mean_se(values):
         return None, None
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
     return statistics.fmean(values), se
+
+
+def mean_curve(runs, part, key):
+    """[(step, mean over the runs that measured it)] of one curve of several seeds: each run's r[part] is a list
+    of {step, key: value} points."""
+    by_step = {}
+    for r in runs:
+        for point in r[part]:
+            if point.get(key) is not None:
+                by_step.setdefault(point["step"], []).append(point[key])
+    return sorted((step, statistics.fmean(v)) for step, v in by_step.items())
+
+
+def write_csv(path, rows):
+    """Rows of equal keys as a CSV file with a header."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_summary(docs, name, rows, records):
+    """docs/NAME.json ({"summary": rows, "runs": records}) and docs/NAME.csv (the rows), creating docs."""
+    docs = Path(docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / f"{name}.json").write_text(json.dumps({"summary": rows, "runs": records}, indent=1))
+    write_csv(docs / f"{name}.csv", rows)
 
 
 def launch(argv, env=None):

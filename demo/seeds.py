@@ -9,11 +9,10 @@ run: command, commit, wall and CPU seconds, the final numbers) and docs/results/
 A run whose folder already records the same command is not run again.
 """
 
-import csv
 import json
 from pathlib import Path
 
-from demo.runs import finetune_numbers, pretrain_numbers, run_recorded
+from demo.runs import finetune_numbers, pretrain_numbers, run_recorded, write_csv
 from engine import make_parser
 
 OPTIONS = {
@@ -45,10 +44,7 @@ def main(argv=None):
     (docs / "demo.json").write_text(json.dumps(records, indent=1))
     for stage in stages:
         rows = [r for r in records if r["stage"] == stage]
-        with open(docs / f"demo_{stage}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(docs / f"demo_{stage}.csv", rows)
     for r in records:
         print(json.dumps(r))
 

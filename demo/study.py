@@ -21,7 +21,6 @@ records the same command is not run again, so the study can run in pieces; the t
 under out_dir that the current options describe.
 """
 
-import csv
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from adamae import AdaMAEConfig
 from data import read_list
-from demo.runs import mean_se, pretrain_numbers, read_log, recorded, run_recorded
+from demo.runs import mean_curve, mean_se, pretrain_numbers, read_log, recorded, run_recorded, write_summary
 from demo.synthetic import BACKGROUNDS, DEMO_SET, make_synthetic
 from engine import make_parser
 from pictures import plot
@@ -158,16 +157,6 @@ def rounded(x):
     return None if x is None else round(x, 4)
 
 
-def mean_curve(runs, part, key):
-    """[(step, mean over the runs that measured it)] of one curve of several seeds."""
-    by_step = {}
-    for r in runs:
-        for point in r[part]:
-            if point.get(key) is not None:
-                by_step.setdefault(point["step"], []).append(point[key])
-    return sorted((step, statistics.fmean(v)) for step, v in by_step.items())
-
-
 def save_plot(path, records):
     """Enrichment, motion correlation and L_R against steps, one line per (setting, target): the mean over seeds.
     A panel no run measured (enrichment of clutter alone) is left out."""
@@ -184,14 +173,8 @@ def save_plot(path, records):
 
 def write_results(records, args):
     """study.json, study.csv, study.png, study_knobs.png and the texture pictures into args.docs."""
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    rows = summary(records)
-    (docs / "study.json").write_text(json.dumps({"summary": rows, "runs": records}, indent=1))
-    with open(docs / "study.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    docs, rows = Path(args.docs), summary(records)
+    write_summary(docs, "study", rows, records)
     backgrounds = [r for r in records if r["knob"] is None]
     if backgrounds:
         save_plot(docs / "study.png", backgrounds)
