@@ -55,8 +55,8 @@ def panel(title, series, x_label):
     line(image, at(x_lo, y_lo), at(x_lo, y_hi), (0, 0, 0), width=1)
     for k, (_, pts) in enumerate(series):
         pts = [(x, y) for x, y in pts if math.isfinite(y)]
-        for p, q in zip(pts, pts[1:]):
-            line(image, at(*p), at(*q), PALETTE[k % len(PALETTE)])
+        for p, q in zip(pts, pts[1:] or pts):  # a series of one point is drawn as a dot
+            line(image, at(*p), at(*q), PALETTE[k % len(PALETTE)], width=2 if len(pts) > 1 else 6)
     text(image, MARGIN, MARGIN // 2 - 5, title)
     text(image, MARGIN + PANEL_W - text_width(x_label), MARGIN + PANEL_H + 26, x_label)
     return image

@@ -36,3 +36,10 @@ def test_line_plots_png_has_every_series_colour(tmp_path):
     assert image.shape[1] == 2 * (plot.PANEL_W + 2 * plot.MARGIN) and image.shape[0] > plot.PANEL_H
     for colour in plot.PALETTE[:2]:
         assert (image == colour).all(-1).sum() > 100  # drawn lines and legend swatches
+
+
+def test_a_series_of_one_point_is_drawn_as_a_dot():
+    image = plot.panel("one epoch", [("a", [(0, 1.0), (10, 2.0)]), ("b", [(5, 1.5)])], x_label="step")
+    dot = (image == plot.PALETTE[1]).all(-1)
+    rows, cols = np.nonzero(dot)
+    assert 0 < dot.sum() <= 36 and np.ptp(rows) < 6 and np.ptp(cols) < 6  # a 6 x 6 dot, no segment
