@@ -101,10 +101,16 @@ TRAINING_TYPES = {"data": str, "resume": str, "stride": POSITIVE_INT, "num_worke
                   "log_every": POSITIVE_INT, "save_every": POSITIVE_INT, "max_steps": COUNT}
 
 
+def shown(value):
+    """A recipe's value as its line prints it: '' for an empty string (rand_aug off), else as it is."""
+    return "''" if value == "" else value
+
+
 def apply_recipe(args, recipes, argv_data):
     """Fill the options the command line left unset from the chosen recipe: --recipe, else the first recipe
     (the paper's) when --data is given, else "demo". Returns the line a run prints first: the recipe's
-    name and every value it sets, and which values the command line changed."""
+    name and every value it sets, which of them differ from the paper's recipe, and which values the command
+    line changed."""
     name = args.recipe or (next(iter(recipes)) if argv_data is not None else "demo")
     recipe, changed = recipes[name], []
     for field in fields(recipe):
@@ -114,8 +120,11 @@ def apply_recipe(args, recipes, argv_data):
         elif given != getattr(recipe, field.name):
             changed.append(f"{field.name} {given}")
     args.recipe = name
-    values = ", ".join(f"{f.name} {getattr(recipe, f.name)}" for f in fields(recipe))
-    line = f"recipe {name}: {values}"
+    values = ", ".join(f"{f.name} {shown(getattr(recipe, f.name))}" for f in fields(recipe))
+    paper_name, paper = next(iter(recipes.items()))
+    differs = [f"{f.name} (paper {shown(getattr(paper, f.name))})" for f in fields(recipe)
+               if getattr(recipe, f.name) != getattr(paper, f.name)]  # each one's reason: docs/recipe.md
+    line = f"recipe {name}: {values}" + (f"; differs from {paper_name}: {', '.join(differs)}" if differs else "")
     return line + (f"; changed on the command line: {', '.join(changed)}" if changed else "")
 
 

@@ -6,9 +6,10 @@ and against fine-tuning steps, pre-trained vs from scratch (docs/results.md, "Wh
 
 Each point is one `python finetune.py --recipe demo` (both arms: the --pretrained checkpoint's encoder, then the
 same ViT from scratch) on K labelled videos of each class of the demo's labelled set, chosen by the seed, and
-tested on the whole validation set. A subset is listed over and over up to the full set's length, so every point
-trains the same number of steps with the same schedule and only the number of distinct videos changes; the seed
-also sets the initialisation and the order of the batches. Writes out_dir/K/SEED/ (the run and its run.json
+tested on the whole validation set; K = all is the demo itself, `python finetune.py --seed SEED`. A subset is
+listed over and over up to the full set's length, so every point trains the same number of steps with the same
+schedule and only the number of distinct videos changes; the seed also sets the initialisation and the order
+of the batches. Writes out_dir/K/SEED/ (the run and its run.json
 record) and into --docs: payoff.json (the summary and every run), payoff.csv (one row per K: each arm's mean and
 standard error of the multi-view top-1 over the seeds, and the paired gap), payoff.png (top-1 against K) and
 payoff_steps.png (single-view validation top-1 after each epoch against steps, the mean over seeds).
@@ -39,8 +40,8 @@ OPTIONS = {
 
 
 def subset_list(samples, per_class, seed, path):
-    """Write a list of `per_class` videos of each class (None: all), drawn by `seed` (a smaller K's videos are
-    among a larger K's at the same seed), interleaved by class and repeated up to len(samples) lines; its path."""
+    """Write a list of `per_class` videos of each class, drawn by `seed` (a smaller K's videos are among a
+    larger K's at the same seed), interleaved by class and repeated up to len(samples) lines; its path."""
     by_class = {}
     for video, label in samples:
         by_class.setdefault(label, []).append(video)
@@ -64,7 +65,8 @@ def val_curves(run_dir):
 def run(per_class, seed, train, val, args):
     """One point (skipped when its run.json records the same command): its record."""
     run_dir = Path(args.out_dir) / str(per_class or "all") / str(seed)
-    subset = subset_list(read_list(train), per_class, seed, run_dir / "train.csv")
+    # all: the list itself, so that this point is `python finetune.py --seed SEED` on the demo's set
+    subset = train if per_class is None else subset_list(read_list(train), per_class, seed, run_dir / "train.csv")
     argv = ["finetune.py", "--recipe", "demo", "--compare", "--data", str(subset), "--val", str(val),
             "--pretrained", args.pretrained, "--seed", str(seed), "--out_dir", str(run_dir),
             *(["--epochs", str(args.epochs)] if args.epochs else [])]

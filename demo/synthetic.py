@@ -22,7 +22,7 @@ DIRECTIONS = ("right", "left", "down", "up")  # labels: index = direction of mot
 DEMO_SET = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)
 # The fine-tuning demo's labelled set (finetune.py, tools/probe.py): 280 train / 120 val videos, label = direction
 # of motion; another seed than pre-training's, so the classifier is tested on videos pre-training never saw.
-LABELLED_SET = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3)
+LABELLED_SET = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3, object_size=(0.35, 0.55))
 
 
 def write_video(path, frames, fps=25, options=None):
@@ -83,7 +83,7 @@ def _ramp(rng, size):
     return (along - along.min()) / (along.max() - along.min())
 
 
-def draw_video(rng, direction, num_frames, size, background="flat"):
+def draw_video(rng, direction, num_frames, size, background="flat", object_size=(0.15, 0.30)):
     """One synthetic video: a shape moving in a straight line at constant speed over a static
     background. Backgrounds (`BACKGROUNDS`):
       flat            one colour (the default, on purpose: see below)
@@ -109,7 +109,7 @@ def draw_video(rng, direction, num_frames, size, background="flat"):
     t = _ramp(rng, size) if background in ("flat", "gradient") else perlin_texture(rng, size)
     backdrop = np.round(c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
     colour = _distinct_colour(rng, c0, c1).astype(np.uint8)
-    side = int(rng.integers(round(0.15 * size), round(0.30 * size) + 1))
+    side = int(rng.integers(round(object_size[0] * size), round(object_size[1] * size) + 1))
     mask = _shape_mask(rng.choice(["square", "disc", "triangle"]), side)
     room = size - side  # top-left positions that keep the shape inside the frame
     speed = min(rng.uniform(0.5, 1.5) * size / 96, room / max(num_frames - 1, 1))
@@ -168,7 +168,7 @@ def draw_clutter(rng, num_frames, size, num_objects=3, noise=3.0):
 
 
 def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25,
-                   background="flat"):
+                   background="flat", object_size=(0.15, 0.30)):
     """Write the synthetic set under root and return its paths.
 
     root/videos/NNNNN.mp4 (H.264), root/train.csv and root/val.csv (VideoMAE lists, paths relative
@@ -181,7 +181,7 @@ def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, 
         raise ValueError(f"make_synthetic: size must be even for yuv420p, got {size}")
     root = Path(root)
     params = dict(num_videos=num_videos, num_frames=num_frames, size=size, fps=fps, seed=seed,
-                  val_fraction=val_fraction, background=background)
+                  val_fraction=val_fraction, background=background, object_size=list(object_size))
     paths = {name: root / file for name, file in
              [("train", "train.csv"), ("val", "val.csv"), ("boxes", "boxes.json"),
               ("params", "synthetic.json")]}
@@ -191,7 +191,8 @@ def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, 
     lines, boxes = {"train": [], "val": []}, {}
     for i in range(num_videos):
         name, label = f"videos/{i:05d}.mp4", i % len(DIRECTIONS)
-        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size, background)
+        frames, boxes[name], _ = draw_video(np.random.default_rng([seed, i]), label, num_frames, size, background,
+                                              object_size)
         write_video(root / name, frames, fps)
         # Within each class the last val_fraction of its videos (rounded half up) go to val.
         rank, per_class = i // len(DIRECTIONS), len(range(label, num_videos, len(DIRECTIONS)))
