@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data import read_list
-from demo.runs import finetune_numbers, mean_curve, mean_se, read_log, run_recorded, write_summary
-from demo.synthetic import labelled_demo
+from demo.runs import (finetune_numbers, labelled_lists, mean_curve, mean_se, read_log, run_recorded,
+                       write_summary)
 from engine import POSITIVE_INT, make_parser
 from pictures import plot
 
@@ -115,9 +115,7 @@ def main(argv=None):
     args = make_parser(__doc__, OPTIONS, {"data": str, "val": str, "epochs": POSITIVE_INT}).parse_args(argv)
     if not Path(args.pretrained).is_file():
         raise SystemExit(f"{args.pretrained}: no pre-training checkpoint; run `python pretrain.py` first")
-    if (args.data is None) != (args.val is None):
-        raise SystemExit("give --data and --val together, or neither for the demo's labelled set")
-    train, val = (args.data, args.val) if args.data else labelled_demo(args.out_dir)
+    train, val = labelled_lists(args.data, args.val, args.out_dir)
     per_class = [None if k.strip() == "all" else int(k) for k in args.per_class.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     records = [run(k, seed, train, val, args) for k in per_class for seed in seeds]

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from demo.synthetic import labelled_demo
+
 
 def commit():
     """The checked-out commit, with '+changes' when the tree differs from it; 'unknown' outside git."""
@@ -90,6 +92,14 @@ def write_summary(docs, name, rows, records):
     docs.mkdir(parents=True, exist_ok=True)
     (docs / f"{name}.json").write_text(json.dumps({"summary": rows, "runs": records}, indent=1))
     write_csv(docs / f"{name}.csv", rows)
+
+
+def labelled_lists(data, val, out_dir):
+    """(train list, val list): --data and --val as given, or neither for the fine-tuning demo's labelled set,
+    generated in out_dir/synthetic."""
+    if (data is None) != (val is None):
+        raise SystemExit("give --data and --val together, or neither for the demo's labelled set")
+    return (data, val) if data else labelled_demo(out_dir)
 
 
 def launch(argv, env=None):
