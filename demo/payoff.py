@@ -49,7 +49,9 @@ def subset_list(samples, per_class, seed, path):
     chosen = {label: [videos[i] for i in rng.permutation(len(videos))][:per_class] for label, videos in
               sorted(by_class.items())}
     rounds = max(len(videos) for videos in chosen.values())
-    lines = [f"{videos[i]} {label}\n" for i in range(rounds) for label, videos in chosen.items() if i < len(videos)]
+    # absolute paths: a list's relative paths resolve against its own folder, and this one is written elsewhere
+    lines = [f"{Path(videos[i]).resolve()} {label}\n" for i in range(rounds) for label, videos in chosen.items()
+             if i < len(videos)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(lines[i % len(lines)] for i in range(len(samples))))

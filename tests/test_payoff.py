@@ -27,6 +27,13 @@ def test_subsets_are_balanced_nested_and_as_long_as_the_full_set(tmp_path):
     assert {v for v, _ in small} != {v for v, _ in other}
 
 
+def test_a_subset_names_the_videos_of_a_list_with_relative_paths_from_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # read_list gives paths relative to here, as for runs/payoff/synthetic/train.csv
+    samples = [(f"set/videos/v{i}.mp4", i % 4) for i in range(8)]
+    listed = read_list(payoff.subset_list(samples, 1, 0, tmp_path / "runs" / "1" / "0" / "train.csv"))
+    assert {v for v, _ in listed} <= {str(tmp_path / v) for v, _ in samples}
+
+
 def test_payoff_runs_both_arms_per_point_and_summarises(tmp_path, monkeypatch):
     root = make_synthetic(tmp_path / "set", num_videos=16, num_frames=32, size=64, val_fraction=0.5)["train"].parent
     ckpt = write_pretrained(tmp_path / "pretrain.pt")
