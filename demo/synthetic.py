@@ -22,6 +22,8 @@ DIRECTIONS = ("right", "left", "down", "up")  # labels: index = direction of mot
 DEMO_SET = dict(num_videos=160, num_frames=64, size=96, val_fraction=0.1)
 # The fine-tuning demo's labelled set (finetune.py, tools/probe.py): 280 train / 120 val videos, label = direction
 # of motion; another seed than pre-training's, so the classifier is tested on videos pre-training never saw.
+# Larger objects: the demo fine-tunes on 32 x 32 crops, where they are as many pixels across as the pre-training
+# set's are in its 64 x 64 crops (docs/data.md).
 LABELLED_SET = dict(num_videos=400, num_frames=64, size=96, seed=1, val_fraction=0.3, object_size=(0.35, 0.55))
 
 
@@ -94,7 +96,8 @@ def draw_video(rng, direction, num_frames, size, background="flat", object_size=
       clutter         `draw_clutter`: no single object, so no boxes (None) and no backdrop (None)
     flat and gradient draw exactly the random numbers they always drew: their videos do not change
     as kinds are added. Which background the sampler can learn on, with which target of Eq. 4:
-    docs/method.md, "What the sampler learns".
+    docs/method.md, "What the sampler learns". The object's side is drawn in `object_size` (shares
+    of the frame's side).
 
     Returns frames uint8 (T, size, size, 3), boxes [(x0, y0, x1, y1)] per frame (x1, y1
     exclusive; the shape lies inside its box) and the background uint8 (size, size, 3).

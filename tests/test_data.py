@@ -484,3 +484,13 @@ def test_synthetic_boxes_hold_the_object(synthetic_root):
             inside[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True  # 1 px: chroma is 2x2
             assert object_px.sum() >= 0.4 * (x1 - x0) * (y1 - y0)
             assert not (object_px & ~inside).any()
+
+
+def test_object_size_sets_the_side_of_the_moving_shape():
+    """LABELLED_SET's larger objects: every box side within the shares asked for, the shape inside the frame."""
+    for i in range(8):
+        frames, boxes, _ = draw_video(np.random.default_rng([1, i]), i % 4, 16, 96, object_size=(0.35, 0.55))
+        sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}
+        [(w, h)] = sides  # one size for the whole video
+        assert w == h and round(0.35 * 96) <= w <= round(0.55 * 96)
+        assert all(0 <= x0 and x1 <= 96 and 0 <= y0 and y1 <= 96 for x0, y0, x1, y1 in boxes)
