@@ -2,7 +2,8 @@
 then the paper's values put back one group at a time, each run with both arms and each arm then tested on its own
 training videos (docs/results.md, "The fine-tuning demo").
 
-    python -m demo.ablation                  # after python pretrain.py; about 20 minutes on 2 cores
+    python -m demo.ablation                  # after python pretrain.py; every row
+    python -m demo.ablation --rows demo,paper_aug,previous           # the rows docs/results.md reports
 
 Each row is one `python finetune.py --recipe demo --seed 0` with the row's options, on the demo's labelled set,
 then `python finetune.py --eval` of each arm's last checkpoint on the training list (the same multi-view test):
