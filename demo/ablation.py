@@ -15,7 +15,7 @@ clip. Writes out_dir/ROW/ and, into --docs, ablation.json (every run) and ablati
 import json
 from pathlib import Path
 
-from demo.runs import finetune_numbers, labelled_lists, read_log, run_recorded, write_csv
+from demo.runs import final_test, finetune_numbers, labelled_lists, run_recorded, write_csv
 from engine import make_parser
 
 PAPER_AUGMENTATION = ["--min_scale", "0.08", "--rand_aug", "rand-m7-n4-mstd0.5-inc1", "--reprob", "0.25",
@@ -44,8 +44,8 @@ def train_top1(run_dir, arm, options, train):
     eval_dir = Path(run_dir) / f"train_{arm}"
     argv = ["finetune.py", "--eval", "--recipe", "demo", "--resume", str(Path(run_dir) / arm / "checkpoint.pt"),
             "--val", train, "--out_dir", str(eval_dir), *options]
-    record = run_recorded(argv, eval_dir / "run.json", {}, lambda: {
-        "top1": [r for r in read_log(eval_dir / "eval" / "log.jsonl") if "test" in r][-1]["top1"]})
+    record = run_recorded(argv, eval_dir / "run.json", {},
+                          lambda: {"top1": final_test(eval_dir / "eval" / "log.jsonl")["top1"]})
     return record["top1"]
 
 
@@ -63,13 +63,11 @@ def run(name, train, val, args):
 
 def main(argv=None):
     args = make_parser(__doc__, OPTIONS, {"data": str, "val": str}).parse_args(argv)
-    if not Path(args.pretrained).is_file():
-        raise SystemExit(f"{args.pretrained}: no pre-training checkpoint; run `python pretrain.py` first")
     names = [name.strip() for name in args.rows.split(",")]
     unknown = [name for name in names if name not in ROWS]
     if unknown:
         raise SystemExit(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(ROWS)}")
-    train, val = labelled_lists(args.data, args.val, args.out_dir)
+    train, val = labelled_lists(args.pretrained, args.data, args.val, args.out_dir)
     records = [run(name, train, val, args) for name in names]
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

@@ -115,9 +115,7 @@ def write_results(records, docs):
 
 def main(argv=None):
     args = make_parser(__doc__, OPTIONS, {"data": str, "val": str, "epochs": POSITIVE_INT}).parse_args(argv)
-    if not Path(args.pretrained).is_file():
-        raise SystemExit(f"{args.pretrained}: no pre-training checkpoint; run `python pretrain.py` first")
-    train, val = labelled_lists(args.data, args.val, args.out_dir)
+    train, val = labelled_lists(args.pretrained, args.data, args.val, args.out_dir)
     per_class = [None if k.strip() == "all" else int(k) for k in args.per_class.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     records = [run(k, seed, train, val, args) for k in per_class for seed in seeds]

@@ -48,11 +48,16 @@ def pretrain_numbers(out_dir):
     return {"steps": final["step"], **sampler, "recon_loss": [r["recon_loss"] for r in records if "recon_loss" in r][-1]}
 
 
+def final_test(log_path):
+    """The last multi-view test record of a finetune.py log.jsonl (a training run's, or --eval's)."""
+    return [r for r in read_log(log_path) if "test" in r][-1]
+
+
 def finetune_numbers(out_dir):
     """Each arm's multi-view test top-1 and its best single-view validation top-1 (finetune.py with --compare)."""
     numbers = {}
     for arm in ("pretrained", "scratch"):
-        test = [r for r in read_log(Path(out_dir) / arm / "log.jsonl") if "test" in r][-1]
+        test = final_test(Path(out_dir) / arm / "log.jsonl")
         numbers[f"{arm}_top1"], numbers[f"{arm}_best_val_top1"] = test["top1"], test["best_val_top1"]
     return numbers
 
@@ -94,9 +99,11 @@ def write_summary(docs, name, rows, records):
     write_csv(docs / f"{name}.csv", rows)
 
 
-def labelled_lists(data, val, out_dir):
-    """(train list, val list): --data and --val as given, or neither for the fine-tuning demo's labelled set,
-    generated in out_dir/synthetic."""
+def labelled_lists(pretrained, data, val, out_dir):
+    """(train list, val list) for fine-tuning runs from the checkpoint `pretrained` (checked first): --data and
+    --val as given, or neither for the fine-tuning demo's labelled set, generated in out_dir/synthetic."""
+    if not Path(pretrained).is_file():
+        raise SystemExit(f"{pretrained}: no pre-training checkpoint; run `python pretrain.py` first")
     if (data is None) != (val is None):
         raise SystemExit("give --data and --val together, or neither for the demo's labelled set")
     return (data, val) if data else labelled_demo(out_dir)

@@ -63,6 +63,7 @@ def _distinct_colour(rng, c0, c1, min_distance=120.0):
 
 
 BACKGROUNDS = ("flat", "gradient", "texture", "texture_object", "clutter")  # `draw_video`'s kinds
+OBJECT_SIZE = (0.15, 0.30)  # `draw_video`'s default: the object's side, as shares of the frame's
 
 
 def perlin_texture(rng, size):
@@ -85,7 +86,7 @@ def _ramp(rng, size):
     return (along - along.min()) / (along.max() - along.min())
 
 
-def draw_video(rng, direction, num_frames, size, background="flat", object_size=(0.15, 0.30)):
+def draw_video(rng, direction, num_frames, size, background="flat", object_size=OBJECT_SIZE):
     """One synthetic video: a shape moving in a straight line at constant speed over a static
     background. Backgrounds (`BACKGROUNDS`):
       flat            one colour (the default, on purpose: see below)
@@ -171,7 +172,7 @@ def draw_clutter(rng, num_frames, size, num_objects=3, noise=3.0):
 
 
 def make_synthetic(root, num_videos=64, num_frames=48, size=96, fps=25, seed=0, val_fraction=0.25,
-                   background="flat", object_size=(0.15, 0.30)):
+                   background="flat", object_size=OBJECT_SIZE):
     """Write the synthetic set under root and return its paths.
 
     root/videos/NNNNN.mp4 (H.264), root/train.csv and root/val.csv (VideoMAE lists, paths relative
